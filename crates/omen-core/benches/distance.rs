@@ -1,0 +1,46 @@
+//! Distance kernels (simsimd, runtime dispatch) against plain Rust loops.
+//! Run: `cargo bench -p omen-core --bench distance`.
+
+use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use omen_core::distance;
+
+fn vectors(dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = (0..dim).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let b = (0..dim).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0).collect();
+    (a, b)
+}
+
+fn kernels(c: &mut Criterion) {
+    for dim in [128usize, 768, 1536] {
+        let (a, b) = vectors(dim);
+        let mut g = c.benchmark_group(format!("dim{dim}"));
+        g.bench_function(BenchmarkId::new("l2sq", "simsimd"), |bch| {
+            bch.iter(|| distance::l2_squared(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("l2sq", "plain"), |bch| {
+            bch.iter(|| distance::plain_l2_squared(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("dot", "simsimd"), |bch| {
+            bch.iter(|| distance::inner_product(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("dot", "plain"), |bch| {
+            bch.iter(|| distance::plain_inner_product(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("cosine", "simsimd"), |bch| {
+            bch.iter(|| distance::cosine_distance(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("cosine", "plain"), |bch| {
+            bch.iter(|| distance::plain_cosine_distance(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("l1", "lanes"), |bch| {
+            bch.iter(|| distance::l1_distance(black_box(&a), black_box(&b)))
+        });
+        g.bench_function(BenchmarkId::new("l1", "plain"), |bch| {
+            bch.iter(|| distance::plain_l1_distance(black_box(&a), black_box(&b)))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

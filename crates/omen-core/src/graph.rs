@@ -1,0 +1,1 @@
+//! Vamana graph algorithms: beam search, RobustPrune, build and insert (in progress).

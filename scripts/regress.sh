@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the pg_regress suite (pg_test/sql/*.sql against pg_test/expected/*.out) against the
+# server in PG* (run it under pg_virtualenv). Each file starts from a fresh database.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$(dirname "$0")/../pg_test"
+tests=$(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
+rm -rf results regression.diffs regression.out
+"$PG_REGRESS" --inputdir=. --outputdir=. --dbname=omen_regress --load-extension=omendb \
+    $tests || { cat regression.diffs 2>/dev/null | head -200; exit 1; }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make test`: every test of the project, in order; stops at the first failure.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local t0=$(date +%s)
+    "$@"
+    echo "=== $name: ok ($(( $(date +%s) - t0 )) s)"
+}
+step "omen-core: unit and property tests" cargo test -p omen-core
+step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdata /tmp/omen-pgrx-test
+step "install into PostgreSQL 15" cargo pgrx install --pg-config "$PG15_CONFIG"
+step "pg_regress suite (pg_virtualenv, PostgreSQL 15)" pg_virtualenv -v 15 scripts/regress.sh
+step "Python client test (psycopg + pgvector-python)" pg_virtualenv -v 15 "$PY" tests/test_client.py
+step "beside pgvector on PostgreSQL 18" scripts/test_pg18.sh
+echo
+echo "all tests passed in $(( $(date +%s) - started )) s"
