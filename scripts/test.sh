@@ -18,6 +18,9 @@ step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdat
 step "install into PostgreSQL 15" cargo pgrx install --pg-config "$PG15_CONFIG"
 step "pg_regress suite (pg_virtualenv, PostgreSQL 15)" pg_virtualenv -v 15 scripts/regress.sh
 step "Python client test (psycopg + pgvector-python)" pg_virtualenv -v 15 "$PY" tests/test_client.py
+DATA=$(data_dir)
+step "recall@10 through SQL (siftsmall, bigann10k, fmnistsmall)" \
+    pg_virtualenv -v 15 "$PY" tests/test_recall.py "$DATA/siftsmall" "$DATA/bigann10k" "$DATA/fmnistsmall"
 step "beside pgvector on PostgreSQL 18" scripts/test_pg18.sh
 echo
 echo "all tests passed in $(( $(date +%s) - started )) s"

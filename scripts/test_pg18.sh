@@ -11,3 +11,4 @@ scripts/pgserver.sh start "$PG18/bin" "$DATA" "$PORT"
 trap 'scripts/pgserver.sh stop "$PG18/bin" "$DATA" "$PORT"' EXIT
 export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 "$PY" tests/test_pgvector_compat.py
+"$PY" tests/test_recall.py --pgvector "$(data_dir)/siftsmall"

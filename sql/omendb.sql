@@ -185,5 +185,44 @@ FROM (VALUES
     ('vector',             'integer[]',          'omen_vector_to_int4',   '')
 ) AS c(src, dst, fn, how);
 
+-- The omen index access method and its operator classes, on whichever vector type is here.
+CREATE FUNCTION omen_amhandler(internal) RETURNS index_am_handler
+    AS 'MODULE_PATHNAME', 'omen_amhandler' LANGUAGE C;
+CREATE ACCESS METHOD omen TYPE INDEX HANDLER omen_amhandler;
+COMMENT ON ACCESS METHOD omen IS 'OmenDB graph (Vamana/DiskANN) index for nearest-neighbour search';
+
+CREATE OPERATOR CLASS vector_l2_ops DEFAULT FOR TYPE vector USING omen AS
+    OPERATOR 1 <-> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 omen_l2_distance(vector, vector);
+CREATE OPERATOR CLASS vector_ip_ops FOR TYPE vector USING omen AS
+    OPERATOR 1 <#> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 omen_negative_inner_product(vector, vector);
+CREATE OPERATOR CLASS vector_cosine_ops FOR TYPE vector USING omen AS
+    OPERATOR 1 <=> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 omen_cosine_distance(vector, vector);
+CREATE OPERATOR CLASS vector_l1_ops FOR TYPE vector USING omen AS
+    OPERATOR 1 <+> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 omen_l1_distance(vector, vector);
+
+-- Inspection.
+CREATE FUNCTION omen_index_info_json(regclass) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'omen_index_info_json' LANGUAGE C STRICT;
+CREATE FUNCTION omen_check_json(regclass) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'omen_check_json' LANGUAGE C STRICT;
+CREATE FUNCTION omen_index_info(index regclass, OUT nodes bigint, OUT deleted_nodes bigint,
+        OUT pages bigint, OUT average_degree float8, OUT entry_point bigint, OUT dimensions int,
+        OUT metric text, OUT max_neighbors int, OUT build_list_size int, OUT alpha float8)
+    AS $$ SELECT * FROM json_to_record(omen_index_info_json($1)::text::json) AS r(
+        nodes bigint, deleted_nodes bigint, pages bigint, average_degree float8,
+        entry_point bigint, dimensions int, metric text, max_neighbors int,
+        build_list_size int, alpha float8) $$ LANGUAGE sql STRICT;
+CREATE FUNCTION omen_check(index regclass, OUT ok boolean, OUT nodes bigint,
+        OUT reachable bigint, OUT table_rows bigint, OUT problems text[])
+    AS $$ SELECT r.ok, r.nodes, r.reachable, r.table_rows,
+              ARRAY(SELECT json_array_elements_text(r.problems))
+         FROM json_to_record(omen_check_json($1)::text::json) AS r(
+             ok boolean, nodes bigint, reachable bigint, table_rows bigint, problems json) $$
+    LANGUAGE sql STRICT;
+
 DROP FUNCTION omen_create_unless(boolean, text);
 DROP FUNCTION omen_cast_exists(regtype, regtype);

@@ -5,12 +5,22 @@
 //!
 //! - [`types`]: the `vector` type's functions (the SQL is hand-written in `sql/omendb.sql`
 //!   so that it can adopt pgvector's type when that is installed first).
+//! - [`am`]: the `omen` index access method, one file per phase.
+//! - [`storage`]: pages, buffer guards, GenericXLog, and the lock protocol.
 
+pub mod am;
+pub mod storage;
 pub mod types;
 
 ::pgrx::pg_module_magic!();
 
 ::pgrx::extension_sql_file!("../sql/omendb.sql", name = "omendb", bootstrap);
+
+/// Registers the `omen.*` settings and the index options.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    am::options::init();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
@@ -34,6 +44,23 @@ mod tests {
     #[pg_test(error = "different vector dimensions 2 and 3")]
     fn dimension_mismatch_is_an_error() {
         Spi::get_one::<f64>("SELECT '[1,2]'::vector <-> '[1,2,3]'::vector").unwrap();
+    }
+
+    #[pg_test]
+    fn index_scan_returns_exact_order() {
+        Spi::run("CREATE TABLE t (id int, v vector(2))").unwrap();
+        Spi::run("INSERT INTO t SELECT i, ARRAY[i % 37, i / 37]::real[]::vector FROM generate_series(0, 999) i").unwrap();
+        Spi::run("CREATE INDEX ON t USING omen (v vector_l2_ops)").unwrap();
+        Spi::run("SET enable_seqscan = off").unwrap();
+        let ids = Spi::get_one::<Vec<i32>>(
+            "SELECT array_agg(id) FROM (SELECT id FROM t ORDER BY v <-> '[5,5]' LIMIT 5) s",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ids.len(), 5);
+        assert_eq!(ids[0], 5 * 37 + 5, "the exact match comes first");
+        let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('t_v_idx')").unwrap().unwrap();
+        assert!(ok);
     }
 }
 

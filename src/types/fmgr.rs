@@ -247,3 +247,9 @@ pub fn check_overflow(values: &[f32]) {
         raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow");
     }
 }
+
+/// The floats of a `vector` datum (detoasted in the current memory context if needed).
+pub fn datum_vector<'a>(datum: pg_sys::Datum) -> &'a [f32] {
+    // SAFETY: callers pass a non-null datum of type vector (an index key or scan argument).
+    vector_slice(unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) })
+}

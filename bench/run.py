@@ -1,0 +1,173 @@
+"""Side-by-side benchmark: omen vs pgvector HNSW, same rows, same server, same run.
+
+Loads a data set from ../shared/data into two databases of one PostgreSQL 18 + pgvector
+server (bench/run.sh starts it), builds each engine's index, and measures build time, index
+size, and recall@10 with queries per second (one client, sequential, prepared statements)
+for a sweep of omen.search_list_size and hnsw.ef_search, beside an exact sequential scan.
+Writes bench/results/<dataset>.md and .png.
+
+Usage: run.py DATA_FOLDER [--queries N]
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import vecs  # noqa: E402
+
+K = 10
+OMEN_SWEEP = [10, 20, 40, 80, 160, 320]
+HNSW_SWEEP = [10, 20, 40, 80, 160, 320]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def fresh_db(name: str) -> None:
+    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+
+
+def load(conn: psycopg.Connection, base: np.ndarray) -> None:
+    conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
+    with conn.cursor().copy("COPY items (id, embedding) FROM STDIN") as copy:
+        for i, v in enumerate(base):
+            copy.write_row((i, vecs.vector_text(v)))
+    conn.execute("VACUUM ANALYZE items")
+
+
+def timed(conn: psycopg.Connection, sql: str) -> float:
+    t0 = time.perf_counter()
+    conn.execute(sql)
+    return time.perf_counter() - t0
+
+
+def run_queries(conn, texts, truth, setting_sql: str | None, repeats: int = 3):
+    """recall@10 and the median queries/s over `repeats` passes."""
+    if setting_sql:
+        conn.execute(setting_sql)
+    sql = "SELECT id FROM items ORDER BY embedding <-> %s::vector LIMIT 10"
+    hits = 0
+    rates = []
+    for rep in range(repeats):
+        t0 = time.perf_counter()
+        found = []
+        for q in texts:
+            found.append([r[0] for r in conn.execute(sql, (q,), prepare=True).fetchall()])
+        rates.append(len(texts) / (time.perf_counter() - t0))
+        if rep == 0:
+            hits = sum(len(set(f) & set(t[:K].tolist())) for f, t in zip(found, truth))
+    return hits / (K * len(texts)), statistics.median(rates)
+
+
+def plan_uses(conn, index: str, q: str) -> bool:
+    plan = " ".join(r[0] for r in conn.execute(
+        "EXPLAIN SELECT id FROM items ORDER BY embedding <-> %s::vector LIMIT 10", (q,)).fetchall())
+    return index in plan
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--queries", type=int, default=1000)
+    args = ap.parse_args()
+    folder = Path(args.data)
+    base, queries, truth = vecs.load(folder)
+    queries, truth = queries[: args.queries], truth[: args.queries]
+    texts = [vecs.vector_text(q) for q in queries]
+    name = folder.name
+    rows = []  # (engine, setting, recall, qps)
+    summary = {}
+
+    fresh_db("bench_pgvector")
+    fresh_db("bench_omen")
+    pv = psycopg.connect(dbname="bench_pgvector", autocommit=True)
+    om = psycopg.connect(dbname="bench_omen", autocommit=True)
+    pv.execute("CREATE EXTENSION vector")
+    om.execute("CREATE EXTENSION omendb")
+    for conn in (pv, om):
+        load(conn, base)
+    print(f"loaded {len(base)} x {base.shape[1]} into both databases", flush=True)
+
+    builds = {}
+    builds["pgvector"] = timed(pv, "CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) "
+                                   "WITH (m = 16, ef_construction = 64)")
+    builds["omen"] = timed(om, "CREATE INDEX items_omen ON items USING omen (embedding vector_l2_ops)")
+    sizes = {
+        "pgvector": pv.execute("SELECT pg_relation_size('items_hnsw')").fetchone()[0],
+        "omen": om.execute("SELECT pg_relation_size('items_omen')").fetchone()[0],
+    }
+    for engine in builds:
+        print(f"{engine}: build {builds[engine]:.1f} s, index {sizes[engine] / 2**20:.0f} MiB", flush=True)
+    assert plan_uses(pv, "items_hnsw", texts[0]) and plan_uses(om, "items_omen", texts[0])
+
+    # Warm both: every index page read once before measuring.
+    run_queries(pv, texts[:200], truth[:200], "SET hnsw.ef_search = 40", repeats=1)
+    run_queries(om, texts[:200], truth[:200], "SET omen.search_list_size = 40", repeats=1)
+
+    for ef in HNSW_SWEEP:
+        r, qps = run_queries(pv, texts, truth, f"SET hnsw.ef_search = {ef}")
+        rows.append(("pgvector hnsw", f"ef_search={ef}", r, qps))
+        print(rows[-1], flush=True)
+    for l in OMEN_SWEEP:
+        r, qps = run_queries(om, texts, truth, f"SET omen.search_list_size = {l}")
+        rows.append(("omen", f"search_list_size={l}", r, qps))
+        print(rows[-1], flush=True)
+    exact_n = min(50, len(texts))
+    om.execute("SET enable_indexscan = off")
+    r, qps = run_queries(om, texts[:exact_n], truth[:exact_n], None, repeats=1)
+    om.execute("RESET enable_indexscan")
+    rows.append(("exact (seq scan)", f"{exact_n} queries", r, qps))
+    print(rows[-1], flush=True)
+
+    RESULTS.mkdir(exist_ok=True)
+    md = [f"### {name}: {len(base):,} × {base.shape[1]}, {len(texts):,} queries, k = {K}", "",
+          "| engine | build (s) | index size (MiB) |", "|---|---:|---:|"]
+    for engine, label in (("pgvector", "pgvector HNSW (m = 16, ef_construction = 64)"),
+                          ("omen", "omen (defaults: R = 32, L = 100, α = 1.2)")):
+        md.append(f"| {label} | {builds[engine]:.1f} | {sizes[engine] / 2**20:.0f} |")
+    md += ["", "| engine | setting | recall@10 | queries/s |", "|---|---|---:|---:|"]
+    for engine, setting, r, qps in rows:
+        md.append(f"| {engine} | {setting} | {r:.4f} | {qps:,.0f} |")
+
+    def best_qps(engine: str, floor: float) -> float:
+        return max((q for e, _, r, q in rows if e == engine and r >= floor), default=0.0)
+
+    md.append("")
+    for floor in (0.95, 0.99):
+        o, p = best_qps("omen", floor), best_qps("pgvector hnsw", floor)
+        ratio = f"{o / p:.2f}×" if p else "n/a"
+        md.append(f"- best queries/s at recall@10 ≥ {floor}: omen {o:,.0f}, pgvector {p:,.0f} (omen/pgvector {ratio})")
+    md.append(f"- build time omen/pgvector: {builds['omen'] / builds['pgvector']:.2f}×; "
+              f"index size omen/pgvector: {sizes['omen'] / sizes['pgvector']:.2f}×")
+    out = RESULTS / f"{name}.md"
+    out.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for engine, marker in (("omen", "o"), ("pgvector hnsw", "s")):
+        pts = [(r, q) for e, _, r, q in rows if e == engine]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=engine)
+    ex = [(r, q) for e, _, r, q in rows if e.startswith("exact")]
+    ax.scatter([p[0] for p in ex], [p[1] for p in ex], marker="x", color="gray", label="exact seq scan")
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("queries per second (1 client)")
+    ax.set_yscale("log")
+    ax.set_title(f"{name}: recall vs throughput, one PostgreSQL 18 server")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    print(f"wrote {out} and {RESULTS / (name + '.png')}")
+
+
+if __name__ == "__main__":
+    main()

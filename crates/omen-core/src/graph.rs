@@ -1,1 +1,0 @@
-//! Vamana graph algorithms: beam search, RobustPrune, build and insert (in progress).

@@ -1,0 +1,341 @@
+//! Parallel, deterministic in-memory construction of a Vamana graph.
+//!
+//! The graph starts empty. Two passes (alpha 1.0, then `params.alpha`) visit every node in
+//! one seeded random order, in batches. For each batch:
+//!
+//! 1. every node of the batch is searched for and pruned **in parallel against the frozen
+//!    graph** (nobody writes while the batch is searched), giving its new out-edges;
+//! 2. the out-edges are applied; then the back-edges `j -> p` are grouped by `j` (sorted),
+//!    each group is merged into `j`'s list in parallel (pruned back to `R` when the list
+//!    would exceed the slack degree), and the new lists are applied.
+//!
+//! Each step is a pure function of the frozen graph and the batch, collected in batch
+//! order, and the batch boundaries depend only on `n`, so the result is the same for a
+//! given seed whatever the number of threads or their timing. The first pass grows its
+//! batches from 1 by doubling (the graph is empty at first, so early nodes must see each
+//! other) up to `n / 50`, the second pass uses full-size batches. A final sweep prunes
+//! every list longer than `R` back to `R`.
+
+use rayon::prelude::*;
+
+use super::{BeamSearch, GraphParams, GraphStore, NodeId, robust_prune, sane};
+use crate::distance::Metric;
+
+/// The result of an in-memory build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltGraph {
+    /// Out-neighbours of every node, indexed by node id; each list has at most `R` entries.
+    pub neighbors: Vec<Vec<NodeId>>,
+    /// The entry point of every search: the medoid. 0 for an empty graph.
+    pub entry: NodeId,
+}
+
+/// A read-only view of the graph being built, shared by the parallel searches.
+#[derive(Clone, Copy)]
+struct Frozen<'a> {
+    vectors: &'a [f32],
+    dim: usize,
+    metric: Metric,
+    neighbors: &'a [Vec<NodeId>],
+}
+
+impl<'a> Frozen<'a> {
+    #[inline]
+    fn vec(&self, id: NodeId) -> &'a [f32] {
+        let i = id as usize * self.dim;
+        &self.vectors[i..i + self.dim]
+    }
+}
+
+impl GraphStore for Frozen<'_> {
+    #[inline]
+    fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
+        self.metric.rank_distance(self.vec(id), query)
+    }
+
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+        out.clear();
+        out.extend_from_slice(&self.neighbors[id as usize]);
+    }
+
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(self.vec(id));
+    }
+
+    fn set_neighbors(&mut self, _id: NodeId, _neighbors: &[NodeId]) {
+        unreachable!("the frozen graph of a build batch is read-only");
+    }
+
+    #[inline]
+    fn prefetch(&mut self, id: NodeId) {
+        super::prefetch_slice(self.vec(id));
+    }
+}
+
+/// Parallel in-memory build over `n = vectors.len() / dim` vectors stored contiguously
+/// (row-major) in `vectors`.
+///
+/// Entry point = the medoid (the vector closest to the centroid; by cosine for
+/// [`Metric::Cosine`], by L2 otherwise). Two passes over a seeded random permutation
+/// (alpha 1.0, then `params.alpha`), in batches searched in parallel with rayon against
+/// the frozen graph, then applied in a fixed order; the result is deterministic for a given
+/// seed regardless of thread count or timing. Calls `progress(done, total)` (`total = 2n`
+/// node visits) and `should_stop()` from the calling thread between batches, never from a
+/// rayon worker; if `should_stop` returns true the build is abandoned and `None` returned.
+///
+/// Panics if `dim == 0`, `vectors.len()` is not a multiple of `dim`, there are `u32::MAX`
+/// or more vectors, or `params.max_neighbors == 0`.
+pub fn build(
+    vectors: &[f32],
+    dim: usize,
+    params: &GraphParams,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Option<BuiltGraph> {
+    assert!(dim > 0 && vectors.len() % dim == 0, "vectors.len() must be a multiple of dim");
+    assert!(params.max_neighbors > 0, "max_neighbors must be positive");
+    let n = vectors.len() / dim;
+    assert!(n < NodeId::MAX as usize, "too many vectors for u32 node ids");
+    let total = 2 * n;
+    progress(0, total);
+    if should_stop() {
+        return None;
+    }
+    if n == 0 {
+        return Some(BuiltGraph { neighbors: Vec::new(), entry: 0 });
+    }
+
+    let entry = medoid(vectors, dim, params.metric);
+    let order = permutation(n, seed);
+    let mut graph: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+    let max_batch = (n / 50).max(1);
+    let mut done = 0;
+    for (first_pass, alpha) in [(true, 1.0), (false, params.alpha)] {
+        let mut batch = if first_pass { 1 } else { max_batch };
+        let mut start = 0;
+        while start < n {
+            if should_stop() {
+                return None;
+            }
+            let end = (start + batch).min(n);
+            link_batch(&order[start..end], vectors, dim, &mut graph, entry, alpha, params);
+            done += end - start;
+            progress(done, total);
+            start = end;
+            batch = (batch * 2).min(max_batch);
+        }
+    }
+    if should_stop() {
+        return None;
+    }
+    prune_overfull(vectors, dim, &mut graph, params);
+    connect_unreachable(vectors, dim, &mut graph, entry, params);
+    Some(BuiltGraph { neighbors: graph, entry })
+}
+
+/// One batch of the build: parallel search + prune against the frozen graph, then the
+/// out-edges and the back-edges, applied in batch order.
+fn link_batch(
+    batch: &[NodeId],
+    vectors: &[f32],
+    dim: usize,
+    graph: &mut [Vec<NodeId>],
+    entry: NodeId,
+    alpha: f32,
+    params: &GraphParams,
+) {
+    let frozen = Frozen { vectors, dim, metric: params.metric, neighbors: graph };
+    let out_lists: Vec<Vec<NodeId>> = batch
+        .par_iter()
+        .map_init(BeamSearch::new, |search, &p| {
+            let mut store = frozen;
+            let v = frozen.vec(p);
+            search.start(&mut store, v, entry);
+            search.run(&mut store, v, params.build_list_size);
+            let mut candidates = search.visited().to_vec();
+            for &q in &frozen.neighbors[p as usize] {
+                candidates.push((q, store.distance(q, v)));
+            }
+            robust_prune(&mut store, p, v, &mut candidates, alpha, params)
+        })
+        .collect();
+    for (&p, list) in batch.iter().zip(out_lists) {
+        graph[p as usize] = list;
+    }
+
+    // Back-edges j -> p, grouped by j.
+    let mut pairs: Vec<(NodeId, NodeId)> =
+        batch.iter().flat_map(|&p| graph[p as usize].iter().map(move |&j| (j, p))).collect();
+    pairs.par_sort_unstable();
+    let groups: Vec<&[(NodeId, NodeId)]> = pairs.chunk_by(|a, b| a.0 == b.0).collect();
+    let frozen = Frozen { vectors, dim, metric: params.metric, neighbors: graph };
+    let slack = params.slack_degree();
+    let updates: Vec<(NodeId, Vec<NodeId>)> = groups
+        .par_iter()
+        .filter_map(|group| {
+            let j = group[0].0;
+            let old = &frozen.neighbors[j as usize];
+            let mut list = old.clone();
+            list.extend(group.iter().map(|&(_, p)| p).filter(|p| !old.contains(p)));
+            if list.len() == old.len() {
+                return None;
+            }
+            if list.len() > slack {
+                list = prune_list(frozen, j, &list, alpha, params);
+            }
+            Some((j, list))
+        })
+        .collect();
+    for (j, list) in updates {
+        graph[j as usize] = list;
+    }
+}
+
+/// RobustPrune `list` (the neighbours of `j`) down to `R`.
+fn prune_list(
+    mut store: Frozen<'_>,
+    j: NodeId,
+    list: &[NodeId],
+    alpha: f32,
+    params: &GraphParams,
+) -> Vec<NodeId> {
+    let v = store.vec(j);
+    let mut candidates: Vec<(NodeId, f32)> =
+        list.iter().map(|&q| (q, store.distance(q, v))).collect();
+    robust_prune(&mut store, j, v, &mut candidates, alpha, params)
+}
+
+/// The final sweep: prune every list longer than `R` (grown by back-edges) back to `R`.
+fn prune_overfull(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], params: &GraphParams) {
+    let frozen = Frozen { vectors, dim, metric: params.metric, neighbors: graph };
+    let updates: Vec<(usize, Vec<NodeId>)> = graph
+        .par_iter()
+        .enumerate()
+        .filter(|(_, list)| list.len() > params.max_neighbors)
+        .map(|(j, list)| (j, prune_list(frozen, j as NodeId, list, params.alpha, params)))
+        .collect();
+    for (j, list) in updates {
+        graph[j] = list;
+    }
+}
+
+/// Make every node reachable from `entry`. Vamana graphs almost always are, but not
+/// provably (duplicates, inner product): each node not reached is linked from the closest
+/// reachable node with a free slot (below `R`) among those a search for it visits, then
+/// everything it reaches is marked. Sequential and in id order, so deterministic; costs
+/// one search per unreachable node and a traversal of the graph.
+fn connect_unreachable(
+    vectors: &[f32],
+    dim: usize,
+    graph: &mut [Vec<NodeId>],
+    entry: NodeId,
+    params: &GraphParams,
+) {
+    let n = graph.len();
+    let mut reached = vec![false; n];
+    let mut stack = Vec::new();
+    let mark = |from: NodeId, graph: &[Vec<NodeId>], reached: &mut [bool], stack: &mut Vec<NodeId>| {
+        reached[from as usize] = true;
+        stack.push(from);
+        while let Some(u) = stack.pop() {
+            for &v in &graph[u as usize] {
+                if !reached[v as usize] {
+                    reached[v as usize] = true;
+                    stack.push(v);
+                }
+            }
+        }
+    };
+    mark(entry, graph, &mut reached, &mut stack);
+    let mut search = BeamSearch::new();
+    for u in 0..n {
+        if reached[u] {
+            continue;
+        }
+        let u = u as NodeId;
+        let mut store = Frozen { vectors, dim, metric: params.metric, neighbors: graph };
+        let v = store.vec(u);
+        search.start(&mut store, v, entry);
+        search.run(&mut store, v, params.build_list_size);
+        let mut hosts = search.visited().to_vec();
+        hosts.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let host = hosts.iter().map(|h| h.0).find(|&h| graph[h as usize].len() < params.max_neighbors);
+        // Every visited node full (not seen in practice): scan all reachable nodes.
+        let host = host.or_else(|| {
+            (0..n as NodeId)
+                .filter(|&h| reached[h as usize] && graph[h as usize].len() < params.max_neighbors)
+                .map(|h| (sane(store.distance(h, v)), h))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .map(|(_, h)| h)
+        });
+        if let Some(h) = host {
+            graph[h as usize].push(u);
+            mark(u, graph, &mut reached, &mut stack);
+        }
+    }
+}
+
+/// The index of the vector closest to the centroid (cosine for [`Metric::Cosine`], L2
+/// otherwise); ties go to the smaller index. Deterministic: partial sums over fixed chunks
+/// are added in order.
+pub(crate) fn medoid(vectors: &[f32], dim: usize, metric: Metric) -> NodeId {
+    const ROWS: usize = 1024;
+    let partial: Vec<Vec<f64>> = vectors
+        .par_chunks(ROWS * dim)
+        .map(|chunk| {
+            let mut sum = vec![0f64; dim];
+            for row in chunk.chunks_exact(dim) {
+                for (s, &x) in sum.iter_mut().zip(row) {
+                    *s += x as f64;
+                }
+            }
+            sum
+        })
+        .collect();
+    let n = vectors.len() / dim;
+    let mut sum = vec![0f64; dim];
+    for p in &partial {
+        for (s, &x) in sum.iter_mut().zip(p) {
+            *s += x;
+        }
+    }
+    let centroid: Vec<f32> = sum.iter().map(|&s| (s / n as f64) as f32).collect();
+    let metric = if metric == Metric::Cosine { Metric::Cosine } else { Metric::L2 };
+    vectors
+        .par_chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| (sane(metric.rank_distance(v, &centroid)), i))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map_or(0, |(_, i)| i as NodeId)
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator, enough for shuffling.
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform integer in `0..n` (Lemire's multiply-shift; the bias is negligible).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+/// A seeded random permutation of `0..n` (Fisher-Yates).
+pub(crate) fn permutation(n: usize, seed: u64) -> Vec<NodeId> {
+    let mut order: Vec<NodeId> = (0..n as NodeId).collect();
+    let mut rng = SplitMix64(seed);
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}

@@ -1,0 +1,134 @@
+//! The Vamana graph of DiskANN (Subramanya et al., NeurIPS 2019), one layer.
+//!
+//! A Vamana index is a directed graph over the stored vectors in which every node keeps at
+//! most `R` ([`GraphParams::max_neighbors`]) out-edges, chosen by [`robust_prune`] so that
+//! they are both close and spread out in different directions. A query walks the graph
+//! greedily from one fixed entry point (the medoid) with a bounded candidate list
+//! ([`BeamSearch`]); the list size `L` trades speed for recall.
+//!
+//! The pieces:
+//!
+//! - [`GraphStore`]: the few operations the algorithms need from wherever the graph lives.
+//!   [`MemoryStore`] keeps it in memory (tests, benchmarks); the PostgreSQL extension
+//!   implements the trait over index pages, so search and [`insert`] run unchanged there.
+//! - [`BeamSearch`]: a resumable greedy beam search. Its buffers are reused between queries
+//!   and its visited set is sized by the search, not by the graph.
+//! - [`robust_prune`]: DiskANN's Algorithm 2, the rule that picks diverse neighbours.
+//! - [`insert`]: adds one node in place (search, prune, back-edges), the path of
+//!   `INSERT` into an existing index.
+//! - [`build`]: the parallel, deterministic in-memory construction of a whole graph: two
+//!   passes (`alpha = 1`, then the final `alpha`) over a seeded random order, in batches
+//!   that are searched in parallel against a frozen graph and then applied in a fixed order.
+//!
+//! Distances are always [`Metric::rank_distance`] values (squared L2 for L2): they order
+//! like the SQL distance and are cheaper. Smaller is closer. A NaN distance (a zero vector
+//! under cosine) is treated as `+inf`, so such nodes sort last instead of breaking the order.
+//!
+//! Node ids are dense `u32`s; `u32::MAX` is reserved (it marks empty slots in the
+//! search's hash set) and is never a valid node.
+
+mod build;
+mod id_set;
+mod memory;
+mod prune;
+mod search;
+#[cfg(test)]
+mod tests;
+
+use crate::distance::Metric;
+
+pub use build::{BuiltGraph, build};
+pub use memory::MemoryStore;
+pub use prune::{insert, robust_prune};
+pub use search::BeamSearch;
+
+/// Index of a node (a stored vector) in the graph. `u32::MAX` is reserved.
+pub type NodeId = u32;
+
+/// Parameters shared by build and insert.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphParams {
+    /// `R`: the out-degree bound after pruning (default 32).
+    pub max_neighbors: usize,
+    /// `L` used during construction and insert: the candidate list size of their searches
+    /// (default 100).
+    pub build_list_size: usize,
+    /// The pruning factor of the final pass and of inserts (default 1.2). The first build
+    /// pass always uses 1.0. Ignored (taken as 1.0) for [`Metric::InnerProduct`], whose
+    /// distances can be negative.
+    pub alpha: f32,
+    /// The metric whose [`Metric::rank_distance`] the graph is built for.
+    pub metric: Metric,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        GraphParams { max_neighbors: 32, build_list_size: 100, alpha: 1.2, metric: Metric::L2 }
+    }
+}
+
+impl GraphParams {
+    /// The degree a neighbour list may reach through back-edges before it is pruned back to
+    /// `R`: `ceil(1.3 * R)`. Pages that hold neighbour lists must have room for this many.
+    pub fn slack_degree(&self) -> usize {
+        (self.max_neighbors * 13).div_ceil(10)
+    }
+
+    /// The pruning factor actually applied for this metric: `alpha`, or 1.0 for inner
+    /// product (scaling a negative distance would invert the rule).
+    pub fn effective_alpha(&self, alpha: f32) -> f32 {
+        match self.metric {
+            Metric::InnerProduct => 1.0,
+            _ => alpha,
+        }
+    }
+}
+
+/// What search and insert need from wherever the graph lives (memory or PostgreSQL pages).
+///
+/// Methods take `&mut self` so an implementation may pin buffers, cache pages or count
+/// reads.
+pub trait GraphStore {
+    /// Rank distance ([`Metric::rank_distance`]) from `query` to node `id`'s vector.
+    fn distance(&mut self, id: NodeId, query: &[f32]) -> f32;
+    /// Replace `out` with the out-neighbours of `id`.
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>);
+    /// Replace `out` with the full vector of `id`.
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>);
+    /// Overwrite the neighbour list of `id` (`len <= slack_degree`).
+    fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]);
+    /// Whether `id` is a live node that may be returned (deleted nodes are still traversed
+    /// but never returned).
+    fn is_live(&mut self, _id: NodeId) -> bool {
+        true
+    }
+    /// A hint that `id`'s vector will be read soon (search and prune announce the next
+    /// node while computing the current distance). The default does nothing; the memory
+    /// stores prefetch the vector into the CPU cache, a page store could start a read.
+    #[inline]
+    fn prefetch(&mut self, _id: NodeId) {}
+}
+
+/// Ask the CPU to pull `data` into its caches (a no-op on other architectures).
+#[inline]
+pub(crate) fn prefetch_slice(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // One hint per 64-byte cache line.
+        for line in data.chunks(16) {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a hint: it
+            // never faults and does not read memory architecturally (the pointer is valid
+            // anyway, it comes from a live slice).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// A distance with NaN mapped to `+inf`, so that it can be totally ordered.
+#[inline]
+pub(crate) fn sane(d: f32) -> f32 {
+    if d.is_nan() { f32::INFINITY } else { d }
+}

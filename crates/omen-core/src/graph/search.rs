@@ -1,0 +1,212 @@
+//! Resumable greedy beam search (DiskANN Algorithm 1).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use super::id_set::IdSet;
+use super::{GraphStore, NodeId, sane};
+
+/// One entry of the candidate list.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    dist: f32,
+    id: NodeId,
+    expanded: bool,
+    live: bool,
+}
+
+impl Candidate {
+    /// The search order: distance, then id (so ties are deterministic).
+    #[inline]
+    fn order(&self, other: &Candidate) -> Ordering {
+        self.dist.total_cmp(&other.dist).then(self.id.cmp(&other.id))
+    }
+}
+
+/// A candidate pushed out of the list, kept for a later [`BeamSearch::run`] with a larger
+/// list size. Ordered so that [`BinaryHeap`] pops the closest first.
+struct Reserved(Candidate);
+
+impl PartialEq for Reserved {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Reserved {}
+impl PartialOrd for Reserved {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Reserved {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.order(&self.0)
+    }
+}
+
+/// A resumable greedy beam search.
+///
+/// The index scan streams results: it calls [`run`](Self::run) with list size `L`, returns
+/// the [`results`](Self::results) in order, and when the executor wants more rows calls
+/// `run` again with a larger list size on the same state. That continues the search rather
+/// than restarting it: the visited set, the expanded nodes and every candidate seen so far
+/// are kept (candidates that fell off the end of the list wait in a reserve heap and come
+/// back when the list grows), so no distance is computed twice and no result is lost.
+///
+/// State: the candidate list, sorted by (distance, id) with binary insertion and at most
+/// `list_size` long; the reserve (a min-heap of everything that fell off the list, all no
+/// closer than the list's last entry); a hash set of every node whose distance was
+/// computed (sized by the search); and the expanded nodes in expansion order. All buffers
+/// are reused by the next [`start`](Self::start).
+pub struct BeamSearch {
+    list: Vec<Candidate>,
+    reserve: BinaryHeap<Reserved>,
+    seen: IdSet,
+    visited: Vec<(NodeId, f32)>,
+    /// No list entry before this index is unexpanded.
+    cursor: usize,
+    list_size: usize,
+    neighbor_buf: Vec<NodeId>,
+    distance_count: usize,
+}
+
+impl Default for BeamSearch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BeamSearch {
+    /// An empty search; allocations grow on first use and are reused afterwards.
+    pub fn new() -> Self {
+        BeamSearch {
+            list: Vec::new(),
+            reserve: BinaryHeap::new(),
+            seen: IdSet::new(),
+            visited: Vec::new(),
+            cursor: 0,
+            list_size: 0,
+            neighbor_buf: Vec::new(),
+            distance_count: 0,
+        }
+    }
+
+    /// Start a new query from `entry` (reuses allocations; clears state). Computes the
+    /// entry's distance; call [`run`](Self::run) to search.
+    pub fn start<S: GraphStore>(&mut self, store: &mut S, query: &[f32], entry: NodeId) {
+        self.list.clear();
+        self.reserve.clear();
+        self.seen.clear();
+        self.visited.clear();
+        self.cursor = 0;
+        self.list_size = 0;
+        self.distance_count = 1;
+        self.seen.insert(entry);
+        let dist = sane(store.distance(entry, query));
+        let live = store.is_live(entry);
+        // The list may hold one entry before the first run sets its size.
+        self.list.push(Candidate { dist, id: entry, expanded: false, live });
+    }
+
+    /// Expand the closest unexpanded candidate among the best `list_size` until none is
+    /// left. May be called again with a larger (or smaller) `list_size` to continue.
+    /// A `list_size` of 0 is taken as 1.
+    pub fn run<S: GraphStore>(&mut self, store: &mut S, query: &[f32], list_size: usize) {
+        self.resize_list(list_size.max(1), store);
+        let mut neighbors = std::mem::take(&mut self.neighbor_buf);
+        loop {
+            while self.cursor < self.list.len() && self.list[self.cursor].expanded {
+                self.cursor += 1;
+            }
+            let Some(c) = self.list.get_mut(self.cursor) else { break };
+            c.expanded = true;
+            let (id, dist) = (c.id, c.dist);
+            self.visited.push((id, dist));
+            store.neighbors(id, &mut neighbors);
+            // Keep the unseen ones and ask for all their vectors at once (the reads overlap),
+            // then compute the distances.
+            neighbors.retain(|&n| self.seen.insert(n));
+            for &n in &neighbors {
+                store.prefetch(n);
+            }
+            for &n in &neighbors {
+                self.distance_count += 1;
+                let dist = sane(store.distance(n, query));
+                self.offer(Candidate { dist, id: n, expanded: false, live: true }, store);
+            }
+        }
+        self.neighbor_buf = neighbors;
+    }
+
+    /// Make the list at most `list_size` long, moving entries between it and the reserve.
+    fn resize_list<S: GraphStore>(&mut self, list_size: usize, store: &mut S) {
+        self.list_size = list_size;
+        while self.list.len() > list_size {
+            let c = self.list.pop().expect("list is longer than list_size");
+            self.reserve.push(Reserved(c));
+        }
+        // Everything in the reserve is no closer than the list's last entry, so it appends
+        // in order.
+        while self.list.len() < list_size {
+            match self.reserve.pop() {
+                Some(Reserved(mut c)) => {
+                    c.live = store.is_live(c.id);
+                    self.list.push(c);
+                }
+                None => break,
+            }
+        }
+        self.cursor = self.cursor.min(self.list.len());
+    }
+
+    /// Put a newly seen node in the list (binary insertion) or in the reserve.
+    #[inline]
+    fn offer<S: GraphStore>(&mut self, mut c: Candidate, store: &mut S) {
+        if self.list.len() >= self.list_size {
+            let last = self.list.last().expect("list_size >= 1");
+            if c.order(last) != Ordering::Less {
+                // Liveness only matters in the list: it is looked up if the entry comes back.
+                self.reserve.push(Reserved(c));
+                return;
+            }
+            let evicted = self.list.pop().expect("list is full");
+            self.reserve.push(Reserved(evicted));
+        }
+        c.live = store.is_live(c.id);
+        let pos = self.list.partition_point(|x| x.order(&c) == Ordering::Less);
+        self.list.insert(pos, c);
+        if pos < self.cursor {
+            self.cursor = pos;
+        }
+    }
+
+    /// Candidates found so far, sorted by distance (closest first), at most the current
+    /// list size. Nodes that are not live are left out of this view but kept in the
+    /// traversal, so the view may be shorter than the list size.
+    pub fn results(&self) -> impl Iterator<Item = (NodeId, f32)> + '_ {
+        self.list.iter().filter(|c| c.live).map(|c| (c.id, c.dist))
+    }
+
+    /// All nodes expanded by the search so far, in expansion order, with their distances
+    /// to the query (the candidate pool of insert and of delete repair). Includes nodes
+    /// that are not live.
+    pub fn visited(&self) -> &[(NodeId, f32)] {
+        &self.visited
+    }
+
+    /// Number of distance computations done since [`start`](Self::start) (for tests/stats).
+    pub fn distance_count(&self) -> usize {
+        self.distance_count
+    }
+
+    /// The list size of the last [`run`](Self::run).
+    pub fn list_size(&self) -> usize {
+        self.list_size
+    }
+
+    /// True when the search has nothing left to find: every candidate ever seen is in the
+    /// list and expanded, so a larger list size would return nothing new.
+    pub fn is_exhausted(&self) -> bool {
+        self.reserve.is_empty() && self.list.iter().all(|c| c.expanded)
+    }
+}

@@ -1,0 +1,313 @@
+//! `ambuild`: load the table's vectors, build the Vamana graph in memory on rayon threads
+//! (plain Rust data only; PostgreSQL is called from this backend's thread alone), write the
+//! pages without per-page WAL, then WAL-log them at once with `log_newpage_range`.
+//!
+//! Memory: vectors and graph are held while they fit in `maintenance_work_mem`. Past it
+//! the nodes loaded so far are built and written, and the remaining rows are inserted one
+//! by one through the insert path (slower, bounded memory), with a NOTICE saying so.
+
+use omen_core::distance::{Metric, norm};
+use omen_core::graph::{self, BeamSearch, GraphParams, NodeId};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::options::{graph_params, metric_of};
+use crate::storage::layout::*;
+use crate::storage::page_store::{PagePacker, PageStore, index_name, read_meta, write_meta_page};
+use crate::types::fmgr::datum_vector;
+
+// pg_stat_progress_create_index parameters (commands/progress.h) and our sub-phases.
+const PROGRESS_CREATEIDX_SUBPHASE: i32 = 10;
+const PROGRESS_CREATEIDX_TUPLES_TOTAL: i32 = 11;
+const PROGRESS_CREATEIDX_TUPLES_DONE: i32 = 12;
+pub const PHASE_LOAD: i64 = 2;
+pub const PHASE_GRAPH: i64 = 3;
+pub const PHASE_WRITE: i64 = 4;
+
+/// `ambuildphasename`: names of the sub-phases shown in pg_stat_progress_create_index.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildphasename(phase: i64) -> *mut std::ffi::c_char {
+    let name: &'static std::ffi::CStr = match phase {
+        PHASE_LOAD => c"loading tuples",
+        PHASE_GRAPH => c"building graph",
+        PHASE_WRITE => c"writing pages",
+        _ => return std::ptr::null_mut(),
+    };
+    name.as_ptr() as *mut _
+}
+
+fn report(param: i32, value: i64) {
+    // SAFETY: plain progress bookkeeping of this backend.
+    unsafe { pg_sys::pgstat_progress_update_param(param, value) };
+}
+
+/// Vector dimensions fixed by the column's typmod, if any.
+fn typmod_dims(index: pg_sys::Relation) -> Option<usize> {
+    // SAFETY: an open index has a valid tuple descriptor; an omen index has exactly one key
+    // column, so attribute 0 exists.
+    let typmod = unsafe { pgrx::PgTupleDesc::from_pg_unchecked((*index).rd_att) }.get(0).map_or(-1, |a| a.atttypmod);
+    (typmod > 0).then_some(typmod as usize)
+}
+
+struct BuildState {
+    index: pg_sys::Relation,
+    metric: Metric,
+    params: GraphParams,
+    dims: Option<usize>,
+    tids: Vec<pg_sys::ItemPointerData>,
+    vectors: Vec<f32>,
+    budget_bytes: usize,
+    /// Set once the in-memory part has been written; later rows are inserted in place.
+    overflow: Option<PageStore>,
+    search: BeamSearch,
+    entry: NodeId,
+    indexed: f64,
+}
+
+impl BuildState {
+    fn bytes_per_node(&self, dims: usize) -> usize {
+        4 * dims + 4 * self.params.slack_degree() + std::mem::size_of::<pg_sys::ItemPointerData>() + 48
+    }
+}
+
+/// The table scan's callback: one row's key.
+#[pg_guard]
+unsafe extern "C-unwind" fn build_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    // SAFETY: `state` is the BuildState passed to table_index_build_scan, and values/isnull
+    // hold this row's single key.
+    let (state, datum, null, tid) = unsafe { (&mut *state.cast::<BuildState>(), *values, *isnull, *tid) };
+    if null {
+        return;
+    }
+    let v = datum_vector(datum);
+    let dims = *state.dims.get_or_insert(v.len());
+    if v.len() != dims {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("different vector dimensions {dims} and {} in one omen index", v.len()),
+            "All vectors of an omen index must have the same dimensions; give the column a type modifier such as vector(768)."
+        );
+    }
+    if state.metric == Metric::Cosine && norm(v) == 0.0 {
+        return; // a zero vector has no cosine distance to anything; not indexed
+    }
+    state.indexed += 1.0;
+    if let Some(store) = &mut state.overflow {
+        let id = store.append(&tid, v);
+        graph::insert(store, id, v, state.entry, &state.params, &mut state.search);
+    } else {
+        state.tids.push(tid);
+        state.vectors.extend_from_slice(v);
+        if state.tids.len() * state.bytes_per_node(dims) > state.budget_bytes {
+            pgrx::notice!(
+                "omen index \"{}\": maintenance_work_mem ({} kB) holds {} vectors; the rest are inserted one by one, which is slower",
+                index_name(state.index),
+                state.budget_bytes / 1024,
+                state.tids.len()
+            );
+            write_graph(state);
+            let meta = read_meta(state.index);
+            state.entry = meta.entry;
+            state.overflow = Some(PageStore::new(state.index, &meta));
+        }
+    }
+    report(PROGRESS_CREATEIDX_TUPLES_DONE, state.indexed as i64);
+}
+
+/// The metapage for a new index.
+fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) -> Meta {
+    let layout = Layout::new(dims.max(1), params.slack_degree()).expect("checked by check_dims_fit");
+    Meta {
+        magic: MAGIC,
+        version: LAYOUT_VERSION,
+        dims: dims as u32,
+        metric: metric.code() as u32,
+        max_neighbors: params.max_neighbors as u32,
+        slack_degree: params.slack_degree() as u32,
+        build_list_size: params.build_list_size as u32,
+        alpha: params.alpha,
+        entry,
+        node_size: layout.node_size as u32,
+        nodes_per_page: layout.nodes_per_page as u32,
+        reserved: [0; 5],
+    }
+}
+
+/// ERROR when a node of `dims` dimensions cannot fit on a page.
+pub fn check_dims_fit(dims: usize, params: &GraphParams) {
+    if Layout::new(dims, params.slack_degree()).is_none() {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "omen indexes support at most {} dimensions with max_neighbors = {}, not {dims}",
+                Layout::max_dims(params.slack_degree()),
+                params.max_neighbors
+            )
+        );
+    }
+}
+
+/// Appends one page image to the index's main fork (no WAL: the build logs all pages later).
+fn write_new_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &[u64]) {
+    // SAFETY: the index is being built (or is new) and locked by us; P_NEW appends a block,
+    // which we fill completely before marking it dirty.
+    unsafe {
+        let buf = pg_sys::ReadBufferExtended(index, fork, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+        std::ptr::copy_nonoverlapping(image.as_ptr().cast::<u8>(), pg_sys::BufferGetPage(buf).cast::<u8>(), PAGE_SIZE);
+        pg_sys::MarkBufferDirty(buf);
+        pg_sys::UnlockReleaseBuffer(buf);
+    }
+}
+
+/// Runs the graph build on `threads` rayon threads while this backend's thread reports
+/// progress and watches for query cancellation; only this thread calls PostgreSQL.
+fn build_in_threads(vectors: &[f32], dims: usize, params: &GraphParams, threads: usize) -> Option<graph::BuiltGraph> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon thread pool");
+    let done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut progress = |d: usize, _total: usize| done.store(d, Relaxed);
+            let mut should_stop = || stop.load(Relaxed);
+            pool.install(|| graph::build(vectors, dims, params, 0x0de1_5eed, &mut progress, &mut should_stop))
+        });
+        while !worker.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            report(PROGRESS_CREATEIDX_TUPLES_DONE, done.load(Relaxed) as i64);
+            // SAFETY: reading the volatile flag PostgreSQL's signal handlers set.
+            if unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) } != 0 {
+                stop.store(true, Relaxed);
+            }
+        }
+        worker.join()
+    });
+    match result {
+        Ok(Some(g)) => Some(g),
+        Ok(None) => {
+            pgrx::check_for_interrupts!();
+            pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "omen index build canceled");
+        }
+        Err(_) => pgrx::error!("omen index build failed in a worker thread"),
+    }
+}
+
+/// Builds the graph over the collected vectors and writes metapage and node pages, then
+/// WAL-logs them; the collected data is released.
+fn write_graph(state: &mut BuildState) {
+    let dims = state.dims.unwrap_or_else(|| typmod_dims(state.index).unwrap_or(0));
+    if dims > 0 {
+        check_dims_fit(dims, &state.params);
+    }
+    let n = state.tids.len();
+    report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_GRAPH);
+    report(PROGRESS_CREATEIDX_TUPLES_TOTAL, n as i64);
+    // SAFETY: reading an integer GUC of this backend.
+    let threads = unsafe { pg_sys::max_parallel_maintenance_workers }.max(0) as usize + 1;
+    let built = if n == 0 { None } else { build_in_threads(&state.vectors, dims, &state.params, threads) };
+    report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    let layout = Layout::new(dims.max(1), state.params.slack_degree()).expect("checked above");
+    let entry = built.as_ref().map_or(NO_NODE, |g| build_position(g.entry as usize, &layout));
+    let meta = new_meta(&state.params, state.metric, dims, entry);
+    let mut image = vec![0u64; PAGE_SIZE / 8];
+    write_meta_page(image.as_mut_ptr().cast(), &meta);
+    write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
+    if let Some(g) = built {
+        let mut packer = PagePacker::new(layout);
+        let mut ids = Vec::with_capacity(layout.slack_degree);
+        for i in 0..n {
+            ids.clear();
+            ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
+            if let Some(full) = packer.push(&state.tids[i], &ids, &state.vectors[i * dims..(i + 1) * dims]) {
+                write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
+            }
+        }
+        if let Some(last) = packer.finish() {
+            write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &last);
+        }
+    }
+    state.tids = Vec::new();
+    state.vectors = Vec::new();
+    // SAFETY: the index is open; relpersistence says whether it is WAL-logged at all.
+    unsafe {
+        if (*(*state.index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char {
+            let nblocks = crate::storage::page_store::block_count(state.index);
+            pg_sys::log_newpage_range(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
+        }
+    }
+}
+
+/// `ambuild`.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    let metric = metric_of(index);
+    let params = graph_params(index, metric);
+    let dims = typmod_dims(index);
+    if let Some(d) = dims {
+        check_dims_fit(d, &params);
+    }
+    // SAFETY: reading an integer GUC (kB) of this backend.
+    let budget_bytes = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
+    let mut state = BuildState {
+        index,
+        metric,
+        params,
+        dims,
+        tids: Vec::new(),
+        vectors: Vec::new(),
+        budget_bytes,
+        overflow: None,
+        search: BeamSearch::new(),
+        entry: NO_NODE,
+        indexed: 0.0,
+    };
+    report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+    // SAFETY: heap and index are the relations being indexed; the callback gets `state`.
+    let heap_tuples = unsafe {
+        pg_sys::table_index_build_scan(heap, index, index_info, true, true, Some(build_callback), (&raw mut state).cast(), std::ptr::null_mut())
+    };
+    if state.overflow.is_none() {
+        write_graph(&mut state);
+    }
+    // SAFETY: palloc0 of the result struct PostgreSQL expects.
+    unsafe {
+        let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()).cast::<pg_sys::IndexBuildResult>();
+        (*result).heap_tuples = heap_tuples;
+        (*result).index_tuples = state.indexed;
+        result
+    }
+}
+
+/// `ambuildempty`: the init fork of an unlogged index (a metapage with no nodes).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    let metric = metric_of(index);
+    let params = graph_params(index, metric);
+    let meta = new_meta(&params, metric, typmod_dims(index).unwrap_or(0), NO_NODE);
+    let mut image = vec![0u64; PAGE_SIZE / 8];
+    write_meta_page(image.as_mut_ptr().cast(), &meta);
+    // SAFETY: the init fork is new and ours; log_newpage_buffer WAL-logs the page image,
+    // as every init fork must be logged.
+    unsafe {
+        let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::INIT_FORKNUM, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+        std::ptr::copy_nonoverlapping(image.as_ptr().cast::<u8>(), pg_sys::BufferGetPage(buf).cast::<u8>(), PAGE_SIZE);
+        pg_sys::MarkBufferDirty(buf);
+        pg_sys::log_newpage_buffer(buf, true);
+        pg_sys::UnlockReleaseBuffer(buf);
+    }
+}

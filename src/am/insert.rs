@@ -1,0 +1,93 @@
+//! `aminsert`: add one row to the graph in place.
+//!
+//! Locks, in order, never two at once (see `storage`): the new node's page (append), the
+//! metapage (only while the index has no entry point or no dimensions yet), then one page
+//! at a time while searching and while adding back-edges.
+
+use omen_core::distance::{Metric, norm};
+use omen_core::graph::{self, BeamSearch};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use omen_core::graph::GraphParams;
+use crate::storage::layout::*;
+use crate::storage::page_store::{PageStore, index_name, read_meta, update_meta};
+use crate::types::fmgr::datum_vector;
+
+/// `aminsert`.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn aminsert(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    heap_tid: pg_sys::ItemPointer,
+    _heap: pg_sys::Relation,
+    _check_unique: pg_sys::IndexUniqueCheck::Type,
+    _index_unchanged: bool,
+    _index_info: *mut pg_sys::IndexInfo,
+) -> bool {
+    // SAFETY: one key column: values[0]/isnull[0] are this row's key, heap_tid its TID.
+    let (datum, null, tid) = unsafe { (*values, *isnull, *heap_tid) };
+    if !null {
+        insert_vector(index, &tid, datum_vector(datum));
+    }
+    false
+}
+
+/// Inserts `v` with heap TID `tid` into the graph of `index`.
+pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
+    let mut meta = read_meta(index);
+    if meta.metric() == Metric::Cosine && norm(v) == 0.0 {
+        return; // zero vectors are not indexed for cosine distance (see build)
+    }
+    if meta.dims == 0 {
+        // The first vector of an index built empty on a column without typmod fixes the
+        // dimensions.
+        super::build::check_dims_fit(v.len(), &params_of(&meta));
+        update_meta(index, |m| {
+            if m.dims == 0 {
+                let layout = Layout::new(v.len(), m.slack_degree as usize).expect("checked");
+                m.dims = v.len() as u32;
+                m.node_size = layout.node_size as u32;
+                m.nodes_per_page = layout.nodes_per_page as u32;
+            }
+        });
+        meta = read_meta(index);
+    }
+    if v.len() != meta.dims as usize {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("expected {} dimensions, not {} (omen index \"{}\")", meta.dims, v.len(), index_name(index))
+        );
+    }
+    let mut store = PageStore::new(index, &meta);
+    let id = store.append(tid, v);
+    if meta.entry == NO_NODE {
+        let mut became_entry = false;
+        update_meta(index, |m| {
+            if m.entry == NO_NODE {
+                m.entry = id;
+                became_entry = true;
+            }
+        });
+        if became_entry {
+            return;
+        }
+        meta = read_meta(index);
+    }
+    let params = params_of(&meta);
+    let mut search = BeamSearch::new();
+    graph::insert(&mut store, id, v, meta.entry, &params, &mut search);
+}
+
+/// The graph parameters an index was built with (its metapage, not its current options,
+/// which ALTER INDEX may have changed since).
+pub fn params_of(meta: &Meta) -> GraphParams {
+    GraphParams {
+        max_neighbors: meta.max_neighbors as usize,
+        build_list_size: meta.build_list_size as usize,
+        alpha: meta.alpha,
+        metric: meta.metric(),
+    }
+}

@@ -1,0 +1,191 @@
+//! `omen_index_info(regclass)` and `omen_check(regclass)`.
+
+use std::collections::{HashSet, VecDeque};
+
+use omen_core::graph::NodeId;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::storage::layout::*;
+use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
+use crate::types::fmgr::{Call, cstring_datum, pg_fn};
+
+/// Opens the index named by argument 0, checking that it is an omen index.
+fn open_omen_index(call: &Call) -> pg_sys::Relation {
+    let oid = pg_sys::Oid::from(call.datum(0).value() as u32);
+    // SAFETY: index_open raises an ERROR for anything that is not an index; AccessShareLock
+    // is held until the end of the transaction.
+    let index = unsafe { pg_sys::index_open(oid, pg_sys::AccessShareLock as i32) };
+    // SAFETY: the relation is open; get_am_name returns a palloc'd name or NULL.
+    let am = unsafe {
+        let name = pg_sys::get_am_name((*(*index).rd_rel).relam);
+        if name.is_null() { String::new() } else { std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned() }
+    };
+    if am != "omen" {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{}\" is not an omen index", index_name(index))
+        );
+    }
+    index
+}
+
+/// Closes what `open_omen_index` opened (the lock stays until the transaction ends).
+fn close_index(index: pg_sys::Relation) {
+    // SAFETY: `index` was opened by open_omen_index and is not used afterwards.
+    unsafe { pg_sys::index_close(index, pg_sys::NoLock as i32) };
+}
+
+fn metric_name(meta: &Meta) -> &'static str {
+    use omen_core::distance::Metric::*;
+    match meta.metric() {
+        L2 => "l2",
+        InnerProduct => "inner_product",
+        Cosine => "cosine",
+        L1 => "l1",
+    }
+}
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+// omen_index_info_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
+pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
+    let index = open_omen_index(call);
+    let meta = read_meta(index);
+    let mut nodes = 0u64;
+    let mut deleted = 0u64;
+    let mut edges = 0u64;
+    if meta.dims > 0 {
+        let store = PageStore::new(index, &meta);
+        store.for_each_node(|_, n| {
+            if n.is_deleted() {
+                deleted += 1;
+            } else {
+                nodes += 1;
+                edges += n.neighbors().len() as u64;
+            }
+        });
+    }
+    let avg = if nodes > 0 { edges as f64 / nodes as f64 } else { 0.0 };
+    let entry = if meta.entry == NO_NODE { "null".to_string() } else { meta.entry.to_string() };
+    close_index(index);
+    cstring_datum(&format!(
+        "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"pages\": {}, \"average_degree\": {avg:.3}, \
+         \"entry_point\": {entry}, \"dimensions\": {}, \"metric\": {}, \"max_neighbors\": {}, \
+         \"build_list_size\": {}, \"alpha\": {}}}",
+        block_count(index),
+        meta.dims,
+        json_str(metric_name(&meta)),
+        meta.max_neighbors,
+        meta.build_list_size,
+        meta.alpha
+    ))
+});
+
+/// Heap TIDs (block, offset) of the rows the index must hold, from SPI; None when the key
+/// is an expression.
+fn heap_rows(index_oid: u32, cosine: bool) -> Option<Vec<(u32, u16)>> {
+    let target = Spi::get_two::<String, String>(&format!(
+        "SELECT i.indrelid::regclass::text, quote_ident(a.attname::text) FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indexrelid = {index_oid}"
+    ))
+    .ok()?;
+    let (Some(table), Some(column)) = target else { return None };
+    let extra = if cosine { format!(" AND omen_vector_norm({column}) > 0") } else { String::new() };
+    let query = format!("SELECT ctid::text FROM {table} WHERE {column} IS NOT NULL{extra}");
+    let rows = Spi::connect(|client| {
+        let mut out = Vec::new();
+        for row in client.select(query.as_str(), None, &[])? {
+            let text: Option<String> = row.get(1)?;
+            let t = text.unwrap_or_default();
+            let (b, o) = t.trim_matches(|c| c == '(' || c == ')').split_once(',').unwrap_or(("0", "0"));
+            out.push((b.parse().unwrap_or(0), o.parse().unwrap_or(0)));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    });
+    rows.ok()
+}
+
+// omen_check_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
+pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
+    let index = open_omen_index(call);
+    let meta = read_meta(index);
+    let mut problems: Vec<String> = Vec::new();
+    let mut adjacency: std::collections::HashMap<NodeId, (bool, (u32, u16), Vec<NodeId>)> = Default::default();
+    if meta.dims > 0 {
+        let store = PageStore::new(index, &meta);
+        store.for_each_node(|id, n| {
+            let t = n.heap_tid();
+            let tid = (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid);
+            adjacency.insert(id, (n.is_deleted(), tid, n.neighbors().to_vec()));
+        });
+    }
+    let slack = meta.slack_degree as usize;
+    for (&id, (_, _, nbrs)) in &adjacency {
+        if nbrs.len() > slack {
+            problems.push(format!("node {id} has {} neighbours, more than {slack}", nbrs.len()));
+        }
+        let mut seen = HashSet::new();
+        for &n in nbrs {
+            if n == id {
+                problems.push(format!("node {id} has an edge to itself"));
+            } else if !adjacency.contains_key(&n) {
+                problems.push(format!("node {id} has an edge to {n}, which is not a node"));
+            }
+            if !seen.insert(n) {
+                problems.push(format!("node {id} lists neighbour {n} twice"));
+            }
+        }
+    }
+    let live: usize = adjacency.values().filter(|(d, _, _)| !d).count();
+    let mut reachable_live = 0usize;
+    let mut reachable_tids = HashSet::new();
+    if meta.entry == NO_NODE {
+        if !adjacency.is_empty() {
+            problems.push("the index has nodes but no entry point".to_string());
+        }
+    } else if !adjacency.contains_key(&meta.entry) {
+        problems.push(format!("the entry point {} is not a node", meta.entry));
+    } else {
+        let mut queue = VecDeque::from([meta.entry]);
+        let mut seen = HashSet::from([meta.entry]);
+        while let Some(id) = queue.pop_front() {
+            let (deleted, tid, nbrs) = &adjacency[&id];
+            if !deleted {
+                reachable_live += 1;
+                reachable_tids.insert(*tid);
+            }
+            for &n in nbrs {
+                if adjacency.contains_key(&n) && seen.insert(n) {
+                    queue.push_back(n);
+                }
+            }
+        }
+    }
+    if reachable_live < live {
+        problems.push(format!("{} of {live} live nodes are not reachable from the entry point", live - reachable_live));
+    }
+    let oid = pg_sys::Oid::from(call.datum(0).value() as u32).to_u32();
+    let heap = heap_rows(oid, meta.metric() == omen_core::distance::Metric::Cosine);
+    let heap_count = match &heap {
+        Some(rows) => {
+            let missing = rows.iter().filter(|t| !reachable_tids.contains(t)).count();
+            if missing > 0 {
+                problems.push(format!("{missing} of {} table rows cannot be reached through the index", rows.len()));
+            }
+            rows.len().to_string()
+        }
+        None => "null".to_string(),
+    };
+    close_index(index);
+    let list: Vec<String> = problems.iter().take(100).map(|p| json_str(p)).collect();
+    cstring_datum(&format!(
+        "{{\"ok\": {}, \"nodes\": {live}, \"reachable\": {reachable_live}, \"table_rows\": {heap_count}, \"problems\": [{}]}}",
+        problems.is_empty(),
+        list.join(", ")
+    ))
+});

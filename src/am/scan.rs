@@ -1,0 +1,170 @@
+//! `ambeginscan` / `amrescan` / `amgettuple` / `amendscan`: ordered scans.
+//!
+//! A scan runs a beam search with `omen.search_list_size` candidates and returns them in
+//! exact distance order (distances are computed on the full vectors, so no recheck). Only
+//! the better half of the list is returned from one round, the part a wider search would
+//! not reorder; when the executor asks for more rows (a WHERE clause rejected some, or the
+//! LIMIT is large) the search is resumed with a list twice as wide and returns the next
+//! half, until `omen.max_search_list_size` is reached or the graph is exhausted, when the
+//! whole list goes out. A row first found by a wider round can still be closer than one
+//! already returned; that is rare, and the only way rows leave exact order.
+//! Locks: one page at a time, share mode (see `storage`).
+
+use std::collections::{HashSet, VecDeque};
+
+use omen_core::graph::{BeamSearch, NodeId};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
+use crate::storage::layout::NO_NODE;
+use crate::storage::page_store::{PageStore, read_meta};
+use crate::types::fmgr::datum_vector;
+
+/// Per-scan state, allocated in the scan's memory context and dropped with it.
+struct ScanState {
+    store: PageStore,
+    entry: NodeId,
+    dims: usize,
+    search: BeamSearch,
+    query: Option<Vec<f32>>,
+    list_size: usize,
+    started: bool,
+    /// The last round, with everything left in the list, has been queued.
+    finished: bool,
+    returned: HashSet<NodeId>,
+    pending: VecDeque<NodeId>,
+}
+
+/// `ambeginscan`.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
+    // SAFETY: RelationGetIndexScan allocates the scan descriptor for this index.
+    let scan = unsafe { pg_sys::RelationGetIndexScan(index, nkeys, norderbys) };
+    let meta = read_meta(index);
+    let state = ScanState {
+        store: PageStore::new(index, &meta),
+        entry: meta.entry,
+        dims: meta.dims as usize,
+        search: BeamSearch::new(),
+        query: None,
+        list_size: 0,
+        started: false,
+        finished: false,
+        returned: HashSet::new(),
+        pending: VecDeque::new(),
+    };
+    let state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
+    // SAFETY: `scan` was just allocated; opaque is ours.
+    unsafe { (*scan).opaque = state.cast() };
+    scan
+}
+
+/// `amrescan`: takes the query vector from the ORDER BY argument.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amrescan(
+    scan: pg_sys::IndexScanDesc,
+    _keys: pg_sys::ScanKey,
+    _nkeys: i32,
+    orderbys: pg_sys::ScanKey,
+    norderbys: i32,
+) {
+    // SAFETY: `scan` is ours (ambeginscan); orderbys has `norderbys` keys, copied into the
+    // descriptor's own array as other AMs do.
+    let (state, key) = unsafe {
+        if !orderbys.is_null() && norderbys > 0 {
+            std::ptr::copy(orderbys, (*scan).orderByData, norderbys as usize);
+        }
+        let state = &mut *(*scan).opaque.cast::<ScanState>();
+        let key = ((*scan).numberOfOrderBys > 0).then(|| *(*scan).orderByData);
+        (state, key)
+    };
+    state.started = false;
+    state.finished = false;
+    state.returned.clear();
+    state.pending.clear();
+    state.query = match key {
+        Some(k) if k.sk_flags & pg_sys::SK_ISNULL as i32 == 0 => {
+            let q = datum_vector(k.sk_argument);
+            if q.len() != state.dims && state.dims != 0 {
+                pgrx::ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                    format!("different vector dimensions {} and {}", state.dims, q.len())
+                );
+            }
+            Some(q.to_vec())
+        }
+        _ => None,
+    };
+}
+
+/// Queues the search's results that were not returned yet, closest first: the better
+/// half of the list, or all of it when the search cannot widen any more.
+fn queue_new_results(state: &mut ScanState, all: bool) {
+    let take = if all { usize::MAX } else { (state.list_size / 2).max(1) };
+    let ScanState { search, returned, pending, .. } = state;
+    pending.extend(search.results().take(take).map(|(id, _)| id).filter(|id| !returned.contains(id)));
+}
+
+/// `amgettuple`.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
+    // SAFETY: `scan` is ours (ambeginscan).
+    let state = unsafe { &mut *(*scan).opaque.cast::<ScanState>() };
+    let Some(query) = state.query.take() else { return false };
+    let found = next_tuple(state, &query);
+    state.query = Some(query);
+    match found {
+        Some(tid) => {
+            // SAFETY: `scan` is valid; we return one heap TID with exact ordering.
+            unsafe {
+                (*scan).xs_heaptid = tid;
+                (*scan).xs_recheck = false;
+                (*scan).xs_recheckorderby = false;
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointerData> {
+    if state.entry == NO_NODE {
+        return None;
+    }
+    if !state.started {
+        state.started = true;
+        state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
+        state.search.start(&mut state.store, query, state.entry);
+        state.search.run(&mut state.store, query, state.list_size);
+        queue_new_results(state, state.search.is_exhausted());
+    }
+    loop {
+        while let Some(id) = state.pending.pop_front() {
+            state.returned.insert(id);
+            let tid = state.store.read(id, |n| (!n.is_deleted()).then(|| n.heap_tid()));
+            if let Some(tid) = tid {
+                return Some(tid);
+            }
+        }
+        let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
+        if state.finished {
+            return None;
+        }
+        if state.list_size >= max || state.search.is_exhausted() {
+            state.finished = true;
+            queue_new_results(state, true);
+            continue;
+        }
+        pgrx::check_for_interrupts!();
+        state.list_size = (state.list_size * 2).min(max);
+        state.search.run(&mut state.store, query, state.list_size);
+        queue_new_results(state, false);
+    }
+}
+
+/// `amendscan`: the state goes with the scan's memory context.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amendscan(_scan: pg_sys::IndexScanDesc) {}

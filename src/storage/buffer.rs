@@ -1,0 +1,147 @@
+//! RAII buffer guards. See the lock protocol in the module overview (`storage`).
+//!
+//! During an ERROR PostgreSQL's abort processing releases buffer locks and pins and frees
+//! GenericXLog state, so the guards do nothing when dropped while unwinding.
+
+use pgrx::pg_sys;
+
+/// A pinned, share-locked page.
+pub struct ReadGuard {
+    buf: pg_sys::Buffer,
+}
+
+impl ReadGuard {
+    /// Pins and share-locks `block` of `index`.
+    pub fn new(index: pg_sys::Relation, block: u32) -> ReadGuard {
+        // SAFETY: `index` is an open index relation; ReadBufferExtended raises an ERROR for a
+        // block past the end instead of returning an invalid buffer.
+        let buf = unsafe {
+            let buf = pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                block,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
+            buf
+        };
+        ReadGuard { buf }
+    }
+
+    /// The locked page.
+    pub fn page(&self) -> *const u8 {
+        // SAFETY: the buffer is pinned and locked for as long as `self` lives.
+        unsafe { pg_sys::BufferGetPage(self.buf) as *const u8 }
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: we hold the pin and the share lock taken in `new`.
+            unsafe { pg_sys::UnlockReleaseBuffer(self.buf) };
+        }
+    }
+}
+
+/// An exclusively locked page registered with GenericXLog: edit `page()`, then `commit()`
+/// to WAL-log the change; dropping without commit discards it (GenericXLogAbort).
+pub struct WriteGuard {
+    buf: pg_sys::Buffer,
+    state: *mut pg_sys::GenericXLogState,
+    page: *mut u8,
+    done: bool,
+}
+
+impl WriteGuard {
+    /// Pins and exclusively locks `block` of `index` and starts a GenericXLog record for it.
+    pub fn new(index: pg_sys::Relation, block: u32) -> WriteGuard {
+        // SAFETY: as in ReadGuard::new, with an exclusive lock.
+        let buf = unsafe {
+            let buf = pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                block,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            buf
+        };
+        Self::register(index, buf, false)
+    }
+
+    /// Appends a new, exclusively locked page to `index` (under the relation extension
+    /// lock) and starts a GenericXLog record that logs it as a full image.
+    pub fn extend(index: pg_sys::Relation) -> WriteGuard {
+        // SAFETY: the relation extension lock serializes extenders of this index only for
+        // the moment the block is added; P_NEW (InvalidBlockNumber) asks for a new block.
+        let buf = unsafe {
+            pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            let buf = pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                pg_sys::InvalidBlockNumber,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            buf
+        };
+        Self::register(index, buf, true)
+    }
+
+    fn register(index: pg_sys::Relation, buf: pg_sys::Buffer, full_image: bool) -> WriteGuard {
+        let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        // SAFETY: `buf` is pinned and exclusively locked; GenericXLog hands back a working
+        // copy of its page that is written back (and logged) by GenericXLogFinish.
+        let (state, page) = unsafe {
+            let state = pg_sys::GenericXLogStart(index);
+            let page = pg_sys::GenericXLogRegisterBuffer(state, buf, flags);
+            (state, page as *mut u8)
+        };
+        WriteGuard { buf, state, page, done: false }
+    }
+
+    /// The block number of the page.
+    pub fn block(&self) -> u32 {
+        // SAFETY: the buffer is pinned.
+        unsafe { pg_sys::BufferGetBlockNumber(self.buf) }
+    }
+
+    /// The working copy of the page.
+    pub fn page(&self) -> *mut u8 {
+        self.page
+    }
+
+    /// WAL-logs the change and releases the page.
+    pub fn commit(mut self) {
+        self.done = true;
+        // SAFETY: state and buffer come from `register` and are still held.
+        unsafe {
+            pg_sys::GenericXLogFinish(self.state);
+            pg_sys::UnlockReleaseBuffer(self.buf);
+        }
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if !self.done && !std::thread::panicking() {
+            // SAFETY: nothing was committed; GenericXLogAbort discards the working copy.
+            unsafe {
+                pg_sys::GenericXLogAbort(self.state);
+                pg_sys::UnlockReleaseBuffer(self.buf);
+            }
+        }
+    }
+}
+
+/// Initializes `page` (PAGE_SIZE bytes) as an empty standard page.
+pub fn init_page(page: *mut u8) {
+    // SAFETY: callers pass a page-sized, MAXALIGN'd buffer (a registered working copy or
+    // a build page).
+    unsafe { pg_sys::PageInit(page.cast(), super::layout::PAGE_SIZE, 0) };
+}

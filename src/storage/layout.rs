@@ -1,0 +1,111 @@
+//! On-page layout: the metapage and the node records.
+
+use omen_core::distance::Metric;
+use omen_core::graph::NodeId;
+
+/// Block number of the metapage.
+pub const META_BLOCK: u32 = 0;
+/// "OMEN" in ASCII.
+pub const MAGIC: u32 = 0x4f4d_454e;
+/// Version of this layout.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Marks "no node" (an empty index has no entry point).
+pub const NO_NODE: NodeId = u32::MAX;
+/// Bytes of a page header (SizeOfPageHeaderData, MAXALIGN'd).
+pub const PAGE_HEADER: usize = 24;
+/// Bytes of a line pointer.
+pub const ITEM_ID: usize = 4;
+/// At most this many nodes share a page (the offset must fit 8 bits of a NodeId).
+pub const MAX_NODES_PER_PAGE: usize = 255;
+/// Page size.
+pub const PAGE_SIZE: usize = pgrx::pg_sys::BLCKSZ as usize;
+
+/// The node record's flag bit for a deleted node (kept for traversal, never returned).
+pub const FLAG_DELETED: u8 = 1;
+
+/// The metapage's contents, right after the page header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub magic: u32,
+    pub version: u32,
+    pub dims: u32,
+    pub metric: u32,
+    pub max_neighbors: u32,
+    pub slack_degree: u32,
+    pub build_list_size: u32,
+    pub alpha: f32,
+    pub entry: NodeId,
+    pub node_size: u32,
+    pub nodes_per_page: u32,
+    pub reserved: [u32; 5],
+}
+
+impl Meta {
+    /// The metric stored at build time.
+    pub fn metric(&self) -> Metric {
+        Metric::from_code(self.metric as u8).unwrap_or(Metric::L2)
+    }
+}
+
+/// The fixed header of a node record; the neighbour ids and then the vector follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NodeHeader {
+    /// Heap TID: block hi, block lo, offset (ItemPointerData, unaligned halves).
+    pub tid: [u16; 3],
+    pub flags: u8,
+    pub reserved: u8,
+    pub neighbor_count: u16,
+    pub reserved2: u16,
+}
+
+/// Sizes derived from an index's dimensions and degree bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub dims: usize,
+    pub slack_degree: usize,
+    pub node_size: usize,
+    pub nodes_per_page: usize,
+}
+
+impl Layout {
+    /// The layout for `dims` dimensions and `slack_degree` stored neighbours, or None when a
+    /// node would not fit on a page.
+    pub fn new(dims: usize, slack_degree: usize) -> Option<Layout> {
+        let node_size = std::mem::size_of::<NodeHeader>() + 4 * slack_degree + 4 * dims;
+        let aligned = node_size.next_multiple_of(8);
+        let per_page = ((PAGE_SIZE - PAGE_HEADER) / (aligned + ITEM_ID)).min(MAX_NODES_PER_PAGE);
+        (per_page >= 1).then_some(Layout { dims, slack_degree, node_size, nodes_per_page: per_page })
+    }
+
+    /// Largest number of dimensions a node of `slack_degree` neighbours can hold.
+    pub fn max_dims(slack_degree: usize) -> usize {
+        let room = PAGE_SIZE - PAGE_HEADER - ITEM_ID - std::mem::size_of::<NodeHeader>() - 4 * slack_degree;
+        room / 4 - 1
+    }
+
+    /// Byte offset of the neighbour ids within a record.
+    pub const NEIGHBORS: usize = std::mem::size_of::<NodeHeader>();
+
+    /// Byte offset of the vector within a record.
+    pub fn vector_offset(&self) -> usize {
+        Self::NEIGHBORS + 4 * self.slack_degree
+    }
+}
+
+/// The id of the node at `block`, line pointer `offset` (1-based).
+pub fn node_id(block: u32, offset: u16) -> NodeId {
+    (block << 8) | (offset as u32 - 1)
+}
+
+/// The block and 1-based offset of a node.
+pub fn node_location(id: NodeId) -> (u32, u16) {
+    (id >> 8, (id & 0xff) as u16 + 1)
+}
+
+/// Where the `i`-th node of a build goes: nodes are packed in order from block 1 on.
+pub fn build_position(i: usize, layout: &Layout) -> NodeId {
+    let block = 1 + (i / layout.nodes_per_page) as u32;
+    node_id(block, (i % layout.nodes_per_page) as u16 + 1)
+}

@@ -1,0 +1,24 @@
+//! Pages and buffers of an omen index.
+//!
+//! - [`layout`]: what lives where: the metapage (block 0) and fixed-size node records on
+//!   standard pages, addressed by a `NodeId` = block << 8 | (offset - 1).
+//! - [`buffer`]: RAII guards around ReadBuffer/LockBuffer and GenericXLog. A read guard holds
+//!   a pin and a share lock; a write guard holds an exclusive lock and a GenericXLog state
+//!   and WAL-logs its page on `commit`, or aborts on drop.
+//! - [`page_store`]: the PostgreSQL implementation of `omen_core::graph::GraphStore`.
+//!
+//! # Lock protocol
+//!
+//! A backend holds at most one buffer content lock of this index at a time, except while
+//! extending the relation (the relation extension lock, then the new page) and when the
+//! metapage is updated after a node page (never the other way round). Every read or write of a
+//! node takes the lock of its page, copies or edits the record, and releases it before the
+//! next page is touched. So there is no lock cycle, and no lock that serializes all writers:
+//! concurrent inserts only meet on the page they write. The price is that a neighbour list
+//! may change between being read and being rewritten by a back-edge prune; the write then
+//! carries the newer of the two lists, a lost edge at worst, never a dangling one (edges point
+//! only at slots that exist, and deleted slots are skipped when read).
+
+pub mod buffer;
+pub mod layout;
+pub mod page_store;
