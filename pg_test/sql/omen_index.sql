@@ -127,6 +127,18 @@ CREATE INDEX ON ul_empty USING omen (v);
 INSERT INTO ul_empty VALUES ('[1,1]');
 SELECT v FROM ul_empty ORDER BY v <-> '[0,0]' LIMIT 1;
 
+-- Past maintenance_work_mem the build completes anyway (inserting the rest one by one).
+CREATE TABLE wide (id int, v vector(128));
+INSERT INTO wide SELECT i, ARRAY(SELECT sin(i * j) FROM generate_series(1, 128) j)::real[]::vector
+FROM generate_series(1, 3000) i;
+SET maintenance_work_mem = '1MB';
+CREATE INDEX wide_idx ON wide USING omen (v);
+RESET maintenance_work_mem;
+SELECT ok, nodes, table_rows, problems FROM omen_check('wide_idx');
+SELECT count(*) AS found_itself FROM wide w
+WHERE (SELECT id FROM wide ORDER BY v <-> w.v LIMIT 1) = w.id AND w.id % 100 = 0;
+DROP TABLE wide;
+
 -- omen_index_info and omen_check refuse other indexes.
 SELECT * FROM omen_index_info('items_pkey');
 SELECT * FROM omen_check('items');

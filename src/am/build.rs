@@ -12,6 +12,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::options::{graph_params, metric_of};
+use crate::storage::buffer::pin_and_lock;
 use crate::storage::layout::*;
 use crate::storage::page_store::{PagePacker, PageStore, index_name, read_meta, write_meta_page};
 use crate::types::fmgr::datum_vector;
@@ -158,15 +159,21 @@ pub fn check_dims_fit(dims: usize, params: &GraphParams) {
 
 /// Appends one page image to the index's main fork (no WAL: the build logs all pages later).
 fn write_new_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &[u64]) {
-    // SAFETY: the index is being built (or is new) and locked by us; P_NEW appends a block,
-    // which we fill completely before marking it dirty.
+    let buf = append_page(index, fork, image);
+    // SAFETY: pinned and locked by append_page.
+    unsafe { pg_sys::UnlockReleaseBuffer(buf) };
+}
+
+/// Appends one page image to `fork` and returns its buffer, pinned, locked and dirty.
+fn append_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &[u64]) -> pg_sys::Buffer {
+    let buf = pin_and_lock(index, fork, pg_sys::InvalidBlockNumber, pg_sys::BUFFER_LOCK_EXCLUSIVE);
+    // SAFETY: the index is being built (or is new) and locked by us; the new block is pinned
+    // and locked, and we fill it completely before marking it dirty.
     unsafe {
-        let buf = pg_sys::ReadBufferExtended(index, fork, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
         std::ptr::copy_nonoverlapping(image.as_ptr().cast::<u8>(), pg_sys::BufferGetPage(buf).cast::<u8>(), PAGE_SIZE);
         pg_sys::MarkBufferDirty(buf);
-        pg_sys::UnlockReleaseBuffer(buf);
     }
+    buf
 }
 
 /// Runs the graph build on `threads` rayon threads while this backend's thread reports
@@ -300,13 +307,9 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let meta = new_meta(&params, metric, typmod_dims(index).unwrap_or(0), NO_NODE);
     let mut image = vec![0u64; PAGE_SIZE / 8];
     write_meta_page(image.as_mut_ptr().cast(), &meta);
-    // SAFETY: the init fork is new and ours; log_newpage_buffer WAL-logs the page image,
-    // as every init fork must be logged.
+    let buf = append_page(index, pg_sys::ForkNumber::INIT_FORKNUM, &image);
+    // SAFETY: the init fork's page is pinned and locked; every init fork must be WAL-logged.
     unsafe {
-        let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::INIT_FORKNUM, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        std::ptr::copy_nonoverlapping(image.as_ptr().cast::<u8>(), pg_sys::BufferGetPage(buf).cast::<u8>(), PAGE_SIZE);
-        pg_sys::MarkBufferDirty(buf);
         pg_sys::log_newpage_buffer(buf, true);
         pg_sys::UnlockReleaseBuffer(buf);
     }

@@ -5,6 +5,18 @@
 
 use pgrx::pg_sys;
 
+/// Pins `block` of `index`'s `fork` (InvalidBlockNumber: a new block) and locks it in `mode`
+/// (BUFFER_LOCK_SHARE or BUFFER_LOCK_EXCLUSIVE).
+pub fn pin_and_lock(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, mode: u32) -> pg_sys::Buffer {
+    // SAFETY: `index` is an open relation; ReadBufferExtended raises an ERROR for a block past
+    // the end instead of returning an invalid buffer, and LockBuffer locks the pinned buffer.
+    unsafe {
+        let buf = pg_sys::ReadBufferExtended(index, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        pg_sys::LockBuffer(buf, mode as i32);
+        buf
+    }
+}
+
 /// A pinned, share-locked page.
 pub struct ReadGuard {
     buf: pg_sys::Buffer,
@@ -13,20 +25,7 @@ pub struct ReadGuard {
 impl ReadGuard {
     /// Pins and share-locks `block` of `index`.
     pub fn new(index: pg_sys::Relation, block: u32) -> ReadGuard {
-        // SAFETY: `index` is an open index relation; ReadBufferExtended raises an ERROR for a
-        // block past the end instead of returning an invalid buffer.
-        let buf = unsafe {
-            let buf = pg_sys::ReadBufferExtended(
-                index,
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                block,
-                pg_sys::ReadBufferMode::RBM_NORMAL,
-                std::ptr::null_mut(),
-            );
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
-            buf
-        };
-        ReadGuard { buf }
+        ReadGuard { buf: pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::BUFFER_LOCK_SHARE) }
     }
 
     /// The locked page.
@@ -57,18 +56,7 @@ pub struct WriteGuard {
 impl WriteGuard {
     /// Pins and exclusively locks `block` of `index` and starts a GenericXLog record for it.
     pub fn new(index: pg_sys::Relation, block: u32) -> WriteGuard {
-        // SAFETY: as in ReadGuard::new, with an exclusive lock.
-        let buf = unsafe {
-            let buf = pg_sys::ReadBufferExtended(
-                index,
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                block,
-                pg_sys::ReadBufferMode::RBM_NORMAL,
-                std::ptr::null_mut(),
-            );
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-            buf
-        };
+        let buf = pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::BUFFER_LOCK_EXCLUSIVE);
         Self::register(index, buf, false)
     }
 
@@ -76,20 +64,11 @@ impl WriteGuard {
     /// lock) and starts a GenericXLog record that logs it as a full image.
     pub fn extend(index: pg_sys::Relation) -> WriteGuard {
         // SAFETY: the relation extension lock serializes extenders of this index only for
-        // the moment the block is added; P_NEW (InvalidBlockNumber) asks for a new block.
-        let buf = unsafe {
-            pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-            let buf = pg_sys::ReadBufferExtended(
-                index,
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                pg_sys::InvalidBlockNumber,
-                pg_sys::ReadBufferMode::RBM_NORMAL,
-                std::ptr::null_mut(),
-            );
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-            pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-            buf
-        };
+        // the moment the block is added.
+        unsafe { pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32) };
+        let buf = pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, pg_sys::InvalidBlockNumber, pg_sys::BUFFER_LOCK_EXCLUSIVE);
+        // SAFETY: taken just above.
+        unsafe { pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32) };
         Self::register(index, buf, true)
     }
 

@@ -386,8 +386,8 @@ fn helpers() {
 fn large_build_timing() {
     let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let (n, dim) = (env("OMEN_N", 60_000), env("OMEN_DIM", 784));
-    let latent = env("OMEN_LATENT", 16);
-    let mut data = clustered_latent(n + 100, dim, 10, latent, 1);
+    let (latent, clusters) = (env("OMEN_LATENT", 16), env("OMEN_CLUSTERS", 10));
+    let mut data = clustered_latent(n + 100, dim, clusters, latent, 1);
     let queries = data.split_off(n * dim);
     let p = GraphParams::default();
     let t = std::time::Instant::now();
@@ -395,7 +395,7 @@ fn large_build_timing() {
     let g = build(&data, dim, &p, 42, &mut |d, _| last = d, &mut || false).unwrap();
     let el = t.elapsed();
     let degs: usize = g.neighbors.iter().map(|l| l.len()).sum();
-    println!("build {n}x{dim} (latent {latent}) on {} threads: {el:?}, avg degree {:.1}",
+    println!("build {n}x{dim} ({clusters} clusters, latent {latent}) on {} threads: {el:?}, avg degree {:.1}",
         rayon::current_num_threads(), degs as f64 / n as f64);
     check_invariants(&g.neighbors, g.entry, p.max_neighbors);
     let entry = g.entry;
