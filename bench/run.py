@@ -110,11 +110,11 @@ def main() -> None:
     run_queries(pv, texts[:200], truth[:200], "SET hnsw.ef_search = 40", repeats=1)
     run_queries(om, texts[:200], truth[:200], "SET omen.search_list_size = 40", repeats=1)
 
-    for ef in HNSW_SWEEP:
+    # The two sweeps are interleaved, so machine noise falls on both engines alike.
+    for ef, l in zip(HNSW_SWEEP, OMEN_SWEEP):
         r, qps = run_queries(pv, texts, truth, f"SET hnsw.ef_search = {ef}")
         rows.append(("pgvector hnsw", f"ef_search={ef}", r, qps))
         print(rows[-1], flush=True)
-    for l in OMEN_SWEEP:
         r, qps = run_queries(om, texts, truth, f"SET omen.search_list_size = {l}")
         rows.append(("omen", f"search_list_size={l}", r, qps))
         print(rows[-1], flush=True)

@@ -50,11 +50,14 @@ SELECT dimensions, metric, max_neighbors, build_list_size, alpha, nodes, deleted
 FROM omen_index_info('items_l2');
 SELECT ok, nodes, reachable, table_rows, problems FROM omen_check('items_l2');
 
--- Distances come back in order.
+-- Distances come back in order (one search round: LIMIT <= omen.search_list_size).
 SELECT bool_and(d >= lag_d) AS ordered FROM (
     SELECT v <-> '[0.5,0.5,0.5]' AS d, lag(v <-> '[0.5,0.5,0.5]') OVER () AS lag_d
-    FROM (SELECT v FROM items ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 50) s) t
+    FROM (SELECT v FROM items ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 40) s) t
 WHERE lag_d IS NOT NULL;
+-- Past one round the scan widens its search and keeps returning rows.
+SELECT count(*) AS rows_past_one_round, count(DISTINCT id) AS distinct_rows
+FROM (SELECT id FROM items ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 500) s;
 
 -- Filtered queries return all k rows whenever k rows match, down to 1% selectivity.
 SELECT count(*) AS rows_1pct FROM (SELECT id FROM items WHERE category = 7 ORDER BY v <-> '[0,0,0]' LIMIT 10) s;

@@ -1,13 +1,13 @@
 //! `ambeginscan` / `amrescan` / `amgettuple` / `amendscan`: ordered scans.
 //!
 //! A scan runs a beam search with `omen.search_list_size` candidates and returns them in
-//! exact distance order (distances are computed on the full vectors, so no recheck). Only
-//! the better half of the list is returned from one round, the part a wider search would
-//! not reorder; when the executor asks for more rows (a WHERE clause rejected some, or the
-//! LIMIT is large) the search is resumed with a list twice as wide and returns the next
-//! half, until `omen.max_search_list_size` is reached or the graph is exhausted, when the
-//! whole list goes out. A row first found by a wider round can still be closer than one
-//! already returned; that is rare, and the only way rows leave exact order.
+//! exact distance order (distances are computed on the full vectors, so no recheck). When
+//! the executor asks for more rows than the list held (a WHERE clause rejected some, or the
+//! LIMIT is larger), the search is resumed with a list twice as wide and returns the rows
+//! it found that were not returned yet, in order, until `omen.max_search_list_size` is
+//! reached or the graph is exhausted. Within a round the order is exact; a row first found
+//! by a wider round can be closer than the last row of the round before (pgvector's
+//! iterative scans call this relaxed order).
 //! Locks: one page at a time, share mode (see `storage`).
 
 use std::collections::{HashSet, VecDeque};
@@ -31,8 +31,6 @@ struct ScanState {
     query: Option<Vec<f32>>,
     list_size: usize,
     started: bool,
-    /// The last round, with everything left in the list, has been queued.
-    finished: bool,
     returned: HashSet<NodeId>,
     pending: VecDeque<NodeId>,
 }
@@ -51,7 +49,6 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
         query: None,
         list_size: 0,
         started: false,
-        finished: false,
         returned: HashSet::new(),
         pending: VecDeque::new(),
     };
@@ -81,7 +78,6 @@ pub unsafe extern "C-unwind" fn amrescan(
         (state, key)
     };
     state.started = false;
-    state.finished = false;
     state.returned.clear();
     state.pending.clear();
     state.query = match key {
@@ -100,12 +96,10 @@ pub unsafe extern "C-unwind" fn amrescan(
     };
 }
 
-/// Queues the search's results that were not returned yet, closest first: the better
-/// half of the list, or all of it when the search cannot widen any more.
-fn queue_new_results(state: &mut ScanState, all: bool) {
-    let take = if all { usize::MAX } else { (state.list_size / 2).max(1) };
+/// Queues the search's results that were not returned yet, closest first.
+fn queue_new_results(state: &mut ScanState) {
     let ScanState { search, returned, pending, .. } = state;
-    pending.extend(search.results().take(take).map(|(id, _)| id).filter(|id| !returned.contains(id)));
+    pending.extend(search.results().map(|(id, _)| id).filter(|id| !returned.contains(id)));
 }
 
 /// `amgettuple`.
@@ -139,7 +133,7 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
         state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
         state.search.start(&mut state.store, query, state.entry);
         state.search.run(&mut state.store, query, state.list_size);
-        queue_new_results(state, state.search.is_exhausted());
+        queue_new_results(state);
     }
     loop {
         while let Some(id) = state.pending.pop_front() {
@@ -150,18 +144,13 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
             }
         }
         let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
-        if state.finished {
-            return None;
-        }
         if state.list_size >= max || state.search.is_exhausted() {
-            state.finished = true;
-            queue_new_results(state, true);
-            continue;
+            return None;
         }
         pgrx::check_for_interrupts!();
         state.list_size = (state.list_size * 2).min(max);
         state.search.run(&mut state.store, query, state.list_size);
-        queue_new_results(state, false);
+        queue_new_results(state);
     }
 }
 
