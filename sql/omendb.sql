@@ -210,11 +210,11 @@ CREATE FUNCTION omen_index_info_json(regclass) RETURNS cstring
 CREATE FUNCTION omen_check_json(regclass) RETURNS cstring
     AS 'MODULE_PATHNAME', 'omen_check_json' LANGUAGE C STRICT;
 CREATE FUNCTION omen_index_info(index regclass, OUT nodes bigint, OUT deleted_nodes bigint,
-        OUT pages bigint, OUT average_degree float8, OUT entry_point bigint, OUT dimensions int,
+        OUT free_slots bigint, OUT pages bigint, OUT average_degree float8, OUT entry_point bigint, OUT entry_tid tid, OUT dimensions int,
         OUT metric text, OUT max_neighbors int, OUT build_list_size int, OUT alpha float8)
     AS $$ SELECT * FROM json_to_record(omen_index_info_json($1)::text::json) AS r(
-        nodes bigint, deleted_nodes bigint, pages bigint, average_degree float8,
-        entry_point bigint, dimensions int, metric text, max_neighbors int,
+        nodes bigint, deleted_nodes bigint, free_slots bigint, pages bigint, average_degree float8,
+        entry_point bigint, entry_tid tid, dimensions int, metric text, max_neighbors int,
         build_list_size int, alpha float8) $$ LANGUAGE sql STRICT;
 CREATE FUNCTION omen_check(index regclass, OUT ok boolean, OUT nodes bigint,
         OUT reachable bigint, OUT table_rows bigint, OUT problems text[])

@@ -72,7 +72,7 @@ DELETE FROM items WHERE id BETWEEN 100 AND 199;
 SELECT count(*) AS deleted_rows_found FROM (SELECT id FROM items ORDER BY v <-> '[0,0,0]' LIMIT 3000) s WHERE id BETWEEN 100 AND 199;
 VACUUM items;
 SELECT ok, nodes, table_rows, problems FROM omen_check('items_l2');
-SELECT nodes, deleted_nodes FROM omen_index_info('items_l2');
+SELECT nodes, deleted_nodes, free_slots FROM omen_index_info('items_l2');
 REINDEX INDEX items_l2;
 SELECT ok, nodes, table_rows FROM omen_check('items_l2');
 SELECT array_agg(id) = exact_ids('[0.3,-0.2,1]', '<->', 10) AS exact_after_reindex

@@ -192,8 +192,13 @@ fn build_in_threads(vectors: &[f32], dims: usize, params: &GraphParams, threads:
         while !worker.is_finished() {
             std::thread::sleep(std::time::Duration::from_millis(20));
             report(PROGRESS_CREATEIDX_TUPLES_DONE, done.load(Relaxed) as i64);
-            // SAFETY: reading the volatile flag PostgreSQL's signal handlers set.
-            if unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) } != 0 {
+            // Only a cancel or a termination stops the build; other interrupts (a stats
+            // flush timer, a memory-context dump request) are served after it.
+            // SAFETY: reading the volatile flags PostgreSQL's signal handlers set.
+            let pending = unsafe {
+                std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0 || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+            };
+            if pending {
                 stop.store(true, Relaxed);
             }
         }

@@ -57,11 +57,14 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     let meta = read_meta(index);
     let mut nodes = 0u64;
     let mut deleted = 0u64;
+    let mut free = 0u64;
     let mut edges = 0u64;
     if meta.dims > 0 {
         let store = PageStore::new(index, &meta);
         store.for_each_node(|_, n| {
-            if n.is_deleted() {
+            if n.is_free() {
+                free += 1;
+            } else if n.is_deleted() {
                 deleted += 1;
             } else {
                 nodes += 1;
@@ -71,10 +74,17 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     }
     let avg = if nodes > 0 { edges as f64 / nodes as f64 } else { 0.0 };
     let entry = if meta.entry == NO_NODE { "null".to_string() } else { meta.entry.to_string() };
+    let entry_tid = if meta.entry == NO_NODE || meta.dims == 0 {
+        "null".to_string()
+    } else {
+        let t = PageStore::new(index, &meta).read(meta.entry, |n| n.heap_tid());
+        let block = ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32;
+        json_str(&format!("({block},{})", t.ip_posid))
+    };
     close_index(index);
     cstring_datum(&format!(
-        "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"pages\": {}, \"average_degree\": {avg:.3}, \
-         \"entry_point\": {entry}, \"dimensions\": {}, \"metric\": {}, \"max_neighbors\": {}, \
+        "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"free_slots\": {free}, \"pages\": {}, \"average_degree\": {avg:.3}, \
+         \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"max_neighbors\": {}, \
          \"build_list_size\": {}, \"alpha\": {}}}",
         block_count(index),
         meta.dims,
@@ -86,28 +96,36 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
 });
 
 /// Heap TIDs (block, offset) of the rows the index must hold, from SPI; None when the key
-/// is an expression.
-fn heap_rows(index_oid: u32, cosine: bool) -> Option<Vec<(u32, u16)>> {
-    let target = Spi::get_two::<String, String>(&format!(
-        "SELECT i.indrelid::regclass::text, quote_ident(a.attname::text) FROM pg_index i \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-         WHERE i.indexrelid = {index_oid}"
-    ))
-    .ok()?;
-    let (Some(table), Some(column)) = target else { return None };
-    let extra = if cosine { format!(" AND omen_vector_norm({column}) > 0") } else { String::new() };
-    let query = format!("SELECT ctid::text FROM {table} WHERE {column} IS NOT NULL{extra}");
-    let rows = Spi::connect(|client| {
-        let mut out = Vec::new();
+/// is an expression. Read-only SPI, so it works on a hot standby and assigns no xid.
+fn heap_rows(index_oid: u32, cosine: bool) -> Option<HashSet<(u32, u16)>> {
+    Spi::connect(|client| {
+        let target = client
+            .select(
+                format!(
+                    "SELECT i.indrelid::regclass::text, quote_ident(a.attname::text) FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                     WHERE i.indexrelid = {index_oid}"
+                )
+                .as_str(),
+                None,
+                &[],
+            )?
+            .first()
+            .get_two::<String, String>()?;
+        let (Some(table), Some(column)) = target else { return Ok(None) };
+        let extra = if cosine { format!(" AND omen_vector_norm({column}) > 0") } else { String::new() };
+        let query = format!("SELECT ctid::text FROM {table} WHERE {column} IS NOT NULL{extra}");
+        let mut out = HashSet::new();
         for row in client.select(query.as_str(), None, &[])? {
             let text: Option<String> = row.get(1)?;
             let t = text.unwrap_or_default();
             let (b, o) = t.trim_matches(|c| c == '(' || c == ')').split_once(',').unwrap_or(("0", "0"));
-            out.push((b.parse().unwrap_or(0), o.parse().unwrap_or(0)));
+            out.insert((b.parse().unwrap_or(0), o.parse().unwrap_or(0)));
         }
-        Ok::<_, pgrx::spi::Error>(out)
-    });
-    rows.ok()
+        Ok::<_, pgrx::spi::Error>(Some(out))
+    })
+    .ok()
+    .flatten()
 }
 
 // omen_check_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
@@ -116,9 +134,14 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     let meta = read_meta(index);
     let mut problems: Vec<String> = Vec::new();
     let mut adjacency: std::collections::HashMap<NodeId, (bool, (u32, u16), Vec<NodeId>)> = Default::default();
+    let mut free_slots = HashSet::new();
     if meta.dims > 0 {
         let store = PageStore::new(index, &meta);
         store.for_each_node(|id, n| {
+            if n.is_free() {
+                free_slots.insert(id);
+                return;
+            }
             let t = n.heap_tid();
             let tid = (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid);
             adjacency.insert(id, (n.is_deleted(), tid, n.neighbors().to_vec()));
@@ -133,6 +156,8 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
         for &n in nbrs {
             if n == id {
                 problems.push(format!("node {id} has an edge to itself"));
+            } else if free_slots.contains(&n) {
+                problems.push(format!("node {id} has an edge to {n}, a free slot"));
             } else if !adjacency.contains_key(&n) {
                 problems.push(format!("node {id} has an edge to {n}, which is not a node"));
             }
@@ -166,11 +191,22 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             }
         }
     }
-    if reachable_live < live {
-        problems.push(format!("{} of {live} live nodes are not reachable from the entry point", live - reachable_live));
-    }
     let oid = pg_sys::Oid::from(call.datum(0).value() as u32).to_u32();
     let heap = heap_rows(oid, meta.metric() == omen_core::distance::Metric::Cosine);
+    // A node that is not reachable matters when its row is visible; the node of a row whose
+    // insert was aborted (say, by a crash before the node was linked) waits for VACUUM.
+    let unreachable: Vec<(u32, u16)> = adjacency
+        .values()
+        .filter(|(deleted, tid, _)| !deleted && !reachable_tids.contains(tid))
+        .map(|(_, tid, _)| *tid)
+        .collect();
+    let unreachable_rows = match &heap {
+        Some(rows) => unreachable.iter().filter(|t| rows.contains(t)).count(),
+        None => unreachable.len(),
+    };
+    if unreachable_rows > 0 {
+        problems.push(format!("{unreachable_rows} of {live} live nodes are not reachable from the entry point"));
+    }
     let heap_count = match &heap {
         Some(rows) => {
             let missing = rows.iter().filter(|t| !reachable_tids.contains(t)).count();

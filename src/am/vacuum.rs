@@ -1,15 +1,31 @@
-//! `ambulkdelete` / `amvacuumcleanup`.
+//! `ambulkdelete` / `amvacuumcleanup`: deletes repaired in place (IP-DiskANN).
 //!
-//! Nodes whose heap rows are dead are marked deleted, one page at a time under its
-//! exclusive lock, WAL-logged with GenericXLog. A deleted node stays in the graph as a
-//! waypoint (scans traverse it, never return it) so no edge dangles; repairing the graph
-//! around it and reusing its slot come with the delete-repair work.
+//! 1. Mark: every node whose heap row is dead gets the deleted flag (it stays traversable,
+//!    is never returned). Nodes marked by an earlier VACUUM that did not finish (a crash,
+//!    a cancel) are picked up again here.
+//! 2. Entry point: if it is deleted, the closest live node to it becomes the entry.
+//! 3. Repair: for each deleted node, a search toward its vector finds its in-neighbours
+//!    among the visited nodes; each gets edges to the closest of the search's live results
+//!    (`omen_core::graph::repair_deleted`).
+//! 4. Sweep: edges to the deleted nodes are dropped everywhere, the nodes become free slots,
+//!    and the free space map learns which pages have free slots, so inserts reuse them.
+//!
+//! Every page change is WAL-logged with GenericXLog, one page lock at a time. A VACUUM that
+//! finds nothing to delete only reads the index (no page is written).
 
+use std::collections::HashSet;
+
+use omen_core::graph::{self, BeamSearch, NodeId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::storage::layout::FLAG_DELETED;
-use crate::storage::page_store::{PageStore, block_count, read_meta};
+use super::insert::params_of;
+use crate::storage::layout::*;
+use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
+
+/// Repair search list size l_d, and edges given to each in-neighbour (c in the paper).
+const REPAIR_LIST_SIZE: usize = 128;
+const REPAIR_EDGES: usize = 3;
 
 /// A zeroed IndexBulkDeleteResult when PostgreSQL passed none.
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
@@ -19,6 +35,20 @@ fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::Index
     } else {
         stats
     }
+}
+
+/// Sleeps per vacuum_cost_delay and checks for interrupts.
+fn delay_point() {
+    // SAFETY: plain calls into VACUUM's cost accounting, from the vacuuming backend.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
+    unsafe {
+        pg_sys::vacuum_delay_point()
+    };
+    #[cfg(feature = "pg18")]
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::vacuum_delay_point(false)
+    };
 }
 
 /// `ambulkdelete`.
@@ -32,30 +62,116 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let stats = stats_or_new(stats);
     // SAFETY: VACUUM passes a valid info with the open index.
     let index = unsafe { (*info).index };
-    let meta = read_meta(index);
-    let store = PageStore::new(index, &meta);
-    let Some(callback) = callback else { return stats };
+    let mut meta = read_meta(index);
+    if meta.dims == 0 {
+        return stats;
+    }
+    let mut store = PageStore::new(index, &meta);
+
+    // 1. Mark. Pages are read under a share lock; only a page holding a dead row's node (or
+    //    a node an unfinished VACUUM left deleted) is locked exclusively and rewritten.
+    let mut deleted: Vec<(NodeId, Vec<f32>)> = Vec::new();
     let mut removed = 0f64;
-    store.edit_each_page(|_, node| {
-        if node.is_deleted() {
-            return false;
-        }
+    let is_dead = |node: &crate::storage::page_store::NodeRef| {
         let mut tid = node.heap_tid();
         // SAFETY: the callback and its state come from VACUUM for this index.
-        if unsafe { callback(&mut tid, callback_state) } {
-            node.header.flags |= FLAG_DELETED;
-            node.header.tid = [0; 3];
-            removed += 1.0;
-            true
-        } else {
-            false
+        callback.is_some_and(|cb| unsafe { cb(&mut tid, callback_state) })
+    };
+    for block in 1..block_count(index) {
+        delay_point();
+        let touched = store.read_page(block, |nodes| {
+            nodes.iter().any(|n| !n.is_free() && (n.is_deleted() || is_dead(n)))
+        });
+        if !touched {
+            continue;
+        }
+        store.edit_page(block, |block, nodes| {
+            let mut changed = false;
+            for (i, node) in nodes.iter_mut().enumerate() {
+                let id = node_id(block, i as u16 + 1);
+                if node.is_free() {
+                    continue;
+                }
+                if node.is_deleted() {
+                    deleted.push((id, node.vector.to_vec()));
+                } else if is_dead(node) {
+                    node.header.flags |= FLAG_DELETED;
+                    node.header.tid = [0; 3];
+                    deleted.push((id, node.vector.to_vec()));
+                    removed += 1.0;
+                    changed = true;
+                }
+            }
+            changed
+        });
+    }
+    // SAFETY: `stats` is valid (above).
+    unsafe { (*stats).tuples_removed += removed };
+    if deleted.is_empty() {
+        return stats;
+    }
+    let gone: HashSet<NodeId> = deleted.iter().map(|(id, _)| *id).collect();
+    let params = params_of(&meta);
+    let mut search = BeamSearch::new();
+
+    // 2. Entry point.
+    if gone.contains(&meta.entry) {
+        let entry_vec = &deleted.iter().find(|(id, _)| *id == meta.entry).expect("entry is deleted").1;
+        let replacement = graph::replacement_entry(&mut store, meta.entry, entry_vec, REPAIR_LIST_SIZE, &mut search)
+            .or_else(|| any_live_node(&store));
+        update_meta(index, |m| m.entry = replacement.unwrap_or(NO_NODE));
+        meta = read_meta(index);
+    }
+
+    // 3. Repair.
+    if meta.entry != NO_NODE {
+        for (id, vec) in &deleted {
+            delay_point();
+            graph::repair_deleted(&mut store, *id, vec, meta.entry, &params, REPAIR_LIST_SIZE, REPAIR_EDGES, &mut search);
+        }
+    }
+
+    // 4. Sweep.
+    let layout = store.layout;
+    store.edit_pages(|block, nodes| {
+        delay_point();
+        let mut changed = false;
+        let mut free = 0;
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let id = node_id(block, i as u16 + 1);
+            if gone.contains(&id) {
+                node.header.flags = FLAG_FREE;
+                node.header.neighbor_count = 0;
+                changed = true;
+            } else if !node.is_free() {
+                let kept: Vec<NodeId> = node.neighbors().iter().copied().filter(|n| !gone.contains(n)).collect();
+                if kept.len() != node.neighbors().len() {
+                    node.neighbors_area[..kept.len()].copy_from_slice(&kept);
+                    node.header.neighbor_count = kept.len() as u16;
+                    changed = true;
+                }
+            }
+            if node.is_free() {
+                free += 1;
+            }
+        }
+        record_free_slots(index, block, free, &layout);
+        changed
+    });
+    // SAFETY: propagates the per-page free space into the FSM's upper levels.
+    unsafe { pg_sys::FreeSpaceMapVacuum(index) };
+    stats
+}
+
+/// Any live node, for an entry point when the search found none near the old one.
+fn any_live_node(store: &PageStore) -> Option<NodeId> {
+    let mut found = None;
+    store.for_each_node(|id, node| {
+        if found.is_none() && !node.is_deleted() {
+            found = Some(id);
         }
     });
-    // SAFETY: `stats` is valid (above).
-    unsafe {
-        (*stats).tuples_removed += removed;
-    }
-    stats
+    found
 }
 
 /// `amvacuumcleanup`: counts pages and live nodes.
@@ -71,13 +187,14 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     }
     let stats = stats_or_new(stats);
     let meta = read_meta(index);
-    let store = PageStore::new(index, &meta);
     let mut live = 0f64;
-    store.for_each_node(|_, node| {
-        if !node.is_deleted() {
-            live += 1.0;
-        }
-    });
+    if meta.dims > 0 {
+        PageStore::new(index, &meta).for_each_node(|_, node| {
+            if !node.is_deleted() {
+                live += 1.0;
+            }
+        });
+    }
     // SAFETY: `stats` is valid (above).
     unsafe {
         (*stats).num_pages = block_count(index);

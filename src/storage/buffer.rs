@@ -63,12 +63,21 @@ impl WriteGuard {
     /// Appends a new, exclusively locked page to `index` (under the relation extension
     /// lock) and starts a GenericXLog record that logs it as a full image.
     pub fn extend(index: pg_sys::Relation) -> WriteGuard {
-        // SAFETY: the relation extension lock serializes extenders of this index only for
-        // the moment the block is added.
-        unsafe { pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32) };
-        let buf = pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, pg_sys::InvalidBlockNumber, pg_sys::BUFFER_LOCK_EXCLUSIVE);
-        // SAFETY: taken just above.
-        unsafe { pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32) };
+        // SAFETY: the relation extension lock serializes extenders of this index for the
+        // moment the block is added; RBM_ZERO_AND_LOCK returns the new block already locked,
+        // so no other backend can see it before it is initialized.
+        let buf = unsafe {
+            pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            let buf = pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                pg_sys::InvalidBlockNumber,
+                pg_sys::ReadBufferMode::RBM_ZERO_AND_LOCK,
+                std::ptr::null_mut(),
+            );
+            pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            buf
+        };
         Self::register(index, buf, true)
     }
 

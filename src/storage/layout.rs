@@ -20,8 +20,11 @@ pub const MAX_NODES_PER_PAGE: usize = 255;
 /// Page size.
 pub const PAGE_SIZE: usize = pgrx::pg_sys::BLCKSZ as usize;
 
-/// The node record's flag bit for a deleted node (kept for traversal, never returned).
+/// The node record's flag bit for a deleted node (its row is dead): still traversed by
+/// searches until VACUUM has repaired the graph around it, never returned.
 pub const FLAG_DELETED: u8 = 1;
+/// The flag bit of a free slot: no edge points at it, inserts may reuse it.
+pub const FLAG_FREE: u8 = 2;
 
 /// The metapage's contents, right after the page header.
 #[repr(C)]

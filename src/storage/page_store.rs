@@ -68,11 +68,24 @@ unsafe fn record(page: *const u8, offset: u16) -> *mut u8 {
     }
 }
 
+/// Whether `page` was never initialized (all zeros: pd_upper is 0).
+fn page_is_new(page: *const u8) -> bool {
+    // SAFETY: pd_upper is the u16 at offset 14 of every page header.
+    unsafe { *(page.add(14).cast::<u16>()) == 0 }
+}
+
 /// Number of line pointers on `page`.
 fn item_count(page: *const u8) -> usize {
     // SAFETY: pd_lower is the u16 at offset 12 of every page header.
     let lower = unsafe { *(page.add(12).cast::<u16>()) } as usize;
     lower.saturating_sub(PAGE_HEADER) / ITEM_ID
+}
+
+/// Tells the free space map how many free slots `block` has (a hint; it is not WAL-logged
+/// and VACUUM rebuilds it).
+pub fn record_free_slots(index: pg_sys::Relation, block: u32, free_slots: usize, layout: &Layout) {
+    // SAFETY: FSM bookkeeping for a block of this open index.
+    unsafe { pg_sys::RecordPageWithFreeSpace(index, block, free_slots * layout.node_size) };
 }
 
 /// A view of one node record on a locked page.
@@ -97,8 +110,14 @@ impl NodeRef<'_> {
         }
     }
 
+    /// Not a live row: deleted (awaiting repair) or a free slot.
     pub fn is_deleted(&self) -> bool {
-        self.header.flags & FLAG_DELETED != 0
+        self.header.flags & (FLAG_DELETED | FLAG_FREE) != 0
+    }
+
+    /// A free slot, reusable by an insert.
+    pub fn is_free(&self) -> bool {
+        self.header.flags & FLAG_FREE != 0
     }
 }
 
@@ -237,14 +256,21 @@ impl PageStore {
         }
     }
 
-    /// Appends a node (no neighbours yet) on the last page, or on a new page when that is
-    /// full; WAL-logged. Returns its id.
+    /// Stores a new node (no neighbours yet): in a free slot that VACUUM recorded in the
+    /// free space map, else on the last page, else on a new page; WAL-logged. Returns its id.
     pub fn append(&self, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> NodeId {
         let mut rec = vec![0u8; self.layout.node_size];
         fill_record(&mut rec, &self.layout, tid, &[], vector);
+        if let Some(id) = self.reuse_free_slot(&rec) {
+            return id;
+        }
         let last = block_count(self.index) - 1;
         if last > META_BLOCK {
             let guard = WriteGuard::new(self.index, last);
+            if page_is_new(guard.page()) {
+                // A block added by an extension that a crash cut short: initialize it here.
+                init_page(guard.page());
+            }
             if let Some(off) = add_record(guard.page(), &rec, &self.layout) {
                 let id = node_id(guard.block(), off);
                 guard.commit();
@@ -259,6 +285,46 @@ impl PageStore {
         id
     }
 
+    /// Writes `rec` over a free slot of a page the free space map offers, if any.
+    fn reuse_free_slot(&self, rec: &[u8]) -> Option<NodeId> {
+        loop {
+            // Only free slots are ever recorded, so any recorded space means one; asking for
+            // a whole node_size would miss pages with one slot (the FSM rounds down).
+            // SAFETY: the FSM lookup only reads the index's free space map fork.
+            let block = unsafe { pg_sys::GetPageWithFreeSpace(self.index, 1) };
+            if block == pg_sys::InvalidBlockNumber || block == META_BLOCK || block >= block_count(self.index) {
+                return None;
+            }
+            let guard = WriteGuard::new(self.index, block);
+            let page = guard.page();
+            let mut slot = None;
+            let mut free = 0usize;
+            for off in 1..=item_count(page) as u16 {
+                // SAFETY: exclusively locked working copy, offset within its line pointers.
+                let node = unsafe { node_at(page, off, &self.layout) };
+                if node.is_free() {
+                    if slot.is_none() {
+                        slot = Some(off);
+                    } else {
+                        free += 1;
+                    }
+                }
+            }
+            let id = slot.map(|off| {
+                // SAFETY: the record at `off` is node_size bytes on the locked working copy.
+                unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), record(page, off), rec.len()) };
+                node_id(block, off)
+            });
+            if id.is_some() {
+                guard.commit();
+            }
+            record_free_slots(self.index, block, free, &self.layout);
+            if id.is_some() {
+                return id;
+            }
+        }
+    }
+
     /// Visits every node of the index, one page at a time, with the page share-locked.
     pub fn for_each_node(&self, mut f: impl FnMut(NodeId, &NodeRef)) {
         for block in 1..block_count(self.index) {
@@ -271,20 +337,45 @@ impl PageStore {
         }
     }
 
-    /// Edits every node of one page at a time, WAL-logging pages where `f` changed something.
-    pub fn edit_each_page(&self, mut f: impl FnMut(NodeId, &mut NodeRef) -> bool) {
+    /// Edits the nodes of one page at a time (all of a page's nodes together), WAL-logging
+    /// the pages where `f` returns true.
+    pub fn edit_pages(&self, mut f: impl FnMut(u32, &mut [NodeRef]) -> bool) {
         for block in 1..block_count(self.index) {
-            let guard = WriteGuard::new(self.index, block);
-            let mut changed = false;
-            for off in 1..=item_count(guard.page()) as u16 {
-                // SAFETY: exclusively locked working copy, offset within its line pointers.
-                let mut node = unsafe { node_at(guard.page(), off, &self.layout) };
-                changed |= f(node_id(block, off), &mut node);
-            }
-            if changed {
-                guard.commit();
-            }
+            self.edit_page(block, &mut f);
         }
+    }
+
+    /// Edits the nodes of `block` under its exclusive lock; WAL-logs the page if `f` returns true.
+    pub fn edit_page(&self, block: u32, f: impl FnOnce(u32, &mut [NodeRef]) -> bool) {
+        let guard = WriteGuard::new(self.index, block);
+        let count = item_count(guard.page()) as u16;
+        // SAFETY: exclusively locked working copy; offsets within its line pointers, and
+        // each record is a distinct, non-overlapping part of the page.
+        let mut nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
+        if f(block, &mut nodes) {
+            drop(nodes);
+            guard.commit();
+        }
+    }
+
+    /// Reads the nodes of `block` under its share lock.
+    pub fn read_page<R>(&self, block: u32, f: impl FnOnce(&[NodeRef]) -> R) -> R {
+        let guard = ReadGuard::new(self.index, block);
+        let count = item_count(guard.page()) as u16;
+        // SAFETY: share-locked page, offsets within its line pointers; only read through.
+        let nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
+        f(&nodes)
+    }
+
+    /// Edits every node, one page at a time, WAL-logging pages where `f` changed something.
+    pub fn edit_each_page(&self, mut f: impl FnMut(NodeId, &mut NodeRef) -> bool) {
+        self.edit_pages(|block, nodes| {
+            let mut changed = false;
+            for (i, node) in nodes.iter_mut().enumerate() {
+                changed |= f(node_id(block, i as u16 + 1), node);
+            }
+            changed
+        });
     }
 }
 

@@ -14,7 +14,8 @@
 //! given seed whatever the number of threads or their timing. The first pass grows its
 //! batches from 1 by doubling (the graph is empty at first, so early nodes must see each
 //! other) up to `n / 50`, the second pass uses full-size batches. A final sweep prunes
-//! every list longer than `R` back to `R`.
+//! every list longer than `R` back to `R`, and a last sequential step links any node not
+//! reachable from the entry (rare) from a reachable node with a free slot.
 
 use rayon::prelude::*;
 

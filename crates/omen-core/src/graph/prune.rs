@@ -120,6 +120,11 @@ pub fn robust_prune<S: GraphStore>(
 /// that neighbour with RobustPrune (back to `R`) when its list would exceed
 /// [`GraphParams::slack_degree`]. Uses only [`GraphStore`], so the PostgreSQL page store
 /// can run it. If `id == entry` (the first node of an empty graph) there is nothing to do.
+///
+/// Nodes that are not live ([`GraphStore::is_live`]) are searched through but never chosen
+/// as out-neighbours, so they never get a back-edge either: no new edge points at or is
+/// written into a deleted node. (If the search finds no live node at all, `id` is left
+/// without edges and should become the entry point.)
 pub fn insert<S: GraphStore>(
     store: &mut S,
     id: NodeId,
@@ -139,6 +144,8 @@ pub fn insert<S: GraphStore>(
     for &q in &buf {
         candidates.push((q, store.distance(q, vec)));
     }
+    // Deleted nodes are traversed but never linked to: they are about to be freed.
+    candidates.retain(|&(q, _)| store.is_live(q));
     let out = robust_prune(store, id, vec, &mut candidates, params.alpha, params);
     store.set_neighbors(id, &out);
     add_back_edges(store, id, &out, params, &mut buf, &mut candidates);

@@ -1,0 +1,132 @@
+"""Concurrent inserts and queries on one omen index, driven by pgbench (PostgreSQL 15).
+
+`items(id serial primary key, v vector(16))` starts with 3,000 random rows and an omen
+index. Two pgbench runs go at once for 20 s: 4 clients each running single-row INSERTs of a
+vector built by random() in SQL, and 4 clients each running a nearest-neighbour query
+(ORDER BY v <-> random vector LIMIT 10, through the omen index) whose script raises
+division_by_zero unless it got 10 distinct rows. Both pgbench runs must exit 0 and report
+no failed transactions and no aborted client. Afterwards: omen_check is ok (structure sound,
+every table row reachable through the index), the index has a node per row, and recall@10
+of 100 random queries against the exact answer of a sequential scan (enable_indexscan =
+off) is at least 0.9.
+
+Run as root (the server runs as `postgres`): tests/concurrency.py
+"""
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import pgcluster
+from pgcluster import check
+
+PORT = 54343
+DIM = 16
+INITIAL = 3000
+CLIENTS = 4
+SECONDS = 20
+K = 10
+QUERIES = 100
+MIN_RECALL = 0.9
+
+RANDOM_VECTOR = f"ARRAY(SELECT random() FROM generate_series(1, {DIM}))::real[]::vector"
+INSERT_SQL = f"INSERT INTO items (v) SELECT {RANDOM_VECTOR};\n"
+KNN = f"SELECT id FROM items ORDER BY v <-> (SELECT {RANDOM_VECTOR}) LIMIT {K}"
+# 1 / false::int: division_by_zero (the client aborts, pgbench fails) unless K distinct rows came back
+QUERY_SQL = f"SELECT 1 / (count(*) = {K} AND count(DISTINCT id) = {K})::int FROM ({KNN}) nn;\n"
+
+
+def vec_text(v) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def pgbench(server: pgcluster.Server, script: Path, options: str = "") -> subprocess.Popen:
+    env = server.env()
+    if options:
+        env["PGOPTIONS"] = options
+    return subprocess.Popen(
+        [str(pgcluster.BINDIR / "pgbench"), "-n", "-c", str(CLIENTS), "-j", str(CLIENTS),
+         "-T", str(SECONDS), "-f", str(script)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(name: str, proc: subprocess.Popen, out: str) -> int:
+    """Checks a finished pgbench run had no failure; returns its transaction count."""
+    done = re.search(r"number of transactions actually processed: (\d+)", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    problems = [line for line in out.splitlines() if "aborted" in line or "ERROR" in line]
+    check(proc.returncode == 0 and done and int(done.group(1)) > 0 and failed and failed.group(1) == "0"
+          and not problems,
+          f"pgbench {name} (exit {proc.returncode}) reported failures:\n{out}")
+    tps = re.search(r"tps = ([\d.]+)", out)
+    print(f"  pgbench {name}: {done.group(1)} transactions, 0 failed, no client aborted"
+          f" ({tps.group(1) if tps else '?'} tps)")
+    return int(done.group(1))
+
+
+def main() -> None:
+    rng = np.random.default_rng(31337)
+    server = pgcluster.Server("concurrency", PORT)
+    server.start()
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id serial PRIMARY KEY, v vector({DIM}))")
+        with conn.cursor().copy("COPY items (v) FROM STDIN") as copy:
+            for v in rng.random((INITIAL, DIM), dtype=np.float32):
+                copy.write_row((vec_text(v),))
+        conn.execute("CREATE INDEX items_v ON items USING omen (v vector_l2_ops)")
+        conn.execute("VACUUM ANALYZE items")
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + QUERY_SQL))
+        check("Index Scan using items_v" in plan, f"the pgbench query does not use the omen index:\n{plan}")
+    print(f"{INITIAL} rows indexed; pgbench for {SECONDS} s: {CLIENTS} clients inserting, "
+          f"{CLIENTS} clients querying")
+
+    with tempfile.TemporaryDirectory(prefix="omen-it-pgbench-") as tmp:
+        insert_script, query_script = Path(tmp) / "insert.sql", Path(tmp) / "query.sql"
+        insert_script.write_text(INSERT_SQL)
+        query_script.write_text(QUERY_SQL)
+        inserts = pgbench(server, insert_script)
+        queries = pgbench(server, query_script, "-c enable_seqscan=off")
+        outputs = [p.communicate(timeout=SECONDS + 60)[0] for p in (inserts, queries)]
+        failures = []
+        for name, proc, out in zip(("inserts", "queries"), (inserts, queries), outputs):
+            try:
+                count = finish(name, proc, out)
+                if name == "inserts":
+                    inserted = count
+            except AssertionError as e:
+                failures.append(str(e))
+        check(not failures, "\n".join(failures))
+
+    with server.connect() as conn:
+        rows = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        check(rows == INITIAL + inserted, f"{rows} rows, expected {INITIAL} + {inserted}")
+        ok, nodes, reachable, table_rows, problems = conn.execute(
+            "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check('items_v')").fetchone()
+        check(ok, f"omen_check failed: nodes={nodes} reachable={reachable} table_rows={table_rows} "
+                  f"problems={problems}")
+        check(nodes == rows, f"the index has {nodes} nodes for {rows} rows")
+        print(f"  omen_check ok: {nodes} nodes, all reachable, {table_rows} table rows")
+
+        queries = [vec_text(q) for q in rng.random((QUERIES, DIM), dtype=np.float32)]
+        sql = f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {K}"
+        conn.execute("SET enable_indexscan = off")
+        exact = [{r[0] for r in conn.execute(sql, (q,))} for q in queries]
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, (queries[0],)))
+        check("items_v" not in plan, f"the exact answer should come from a sequential scan:\n{plan}")
+        conn.execute("RESET enable_indexscan")
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, (queries[0],)))
+        check("Index Scan using items_v" in plan, f"the query does not use the omen index:\n{plan}")
+        hits = sum(len({r[0] for r in conn.execute(sql, (q,))} & e) for q, e in zip(queries, exact))
+        recall = hits / (K * QUERIES)
+        check(recall >= MIN_RECALL, f"recall@{K} {recall:.3f} is below {MIN_RECALL}")
+        print(f"  recall@{K} of {QUERIES} random queries against a sequential scan: {recall:.3f}")
+
+
+if __name__ == "__main__":
+    pgcluster.run(main)

@@ -1,0 +1,226 @@
+"""WAL replay of omen indexes on a physical hot standby (PostgreSQL 15).
+
+A primary (wal_level=replica, max_wal_senders, pg_hba trusting local and 127.0.0.1
+connections, replication included) gets an omen index built and then written to before
+`pg_basebackup -R` copies it to a standby on another port, which starts as a hot standby
+streaming from the primary over loopback. After the backup the primary writes every kind of
+index WAL record while a client keeps querying the standby:
+- GenericXLog inserts into the index that came with the backup (`items`);
+- a new index built with log_newpage_range (`items2`), then inserted into;
+- an index built on an empty table on a column without typmod, whose first insert fixes the
+  dimensions and the entry point in the metapage (`items3`);
+- deletes and VACUUM, which mark nodes deleted.
+Once the standby has replayed up to the primary's pg_current_wal_lsn(), for each of the
+three indexes: omen_index_info is identical on both servers, omen_check is ok on the standby
+(structure sound, every table row reachable), and 50 random queries (ORDER BY v <-> q
+LIMIT 10, enable_seqscan = off, the omen index in the plan) return exactly the same ids in
+the same order on the standby as on the primary. The queries run on the standby during
+replay must all have succeeded with 10 rows each.
+
+Run as root (the servers run as `postgres`): tests/standby_replay.py
+"""
+
+import threading
+
+import numpy as np
+import psycopg
+
+import pgcluster
+from pgcluster import as_postgres, check, wait_for
+
+PRIMARY_PORT = 54341
+STANDBY_PORT = 54342
+DIM = 16
+QUERIES = 50
+K = 10
+
+HBA = """\
+# omendb standby test: trust everything local and on loopback, replication included
+local   all             all                                     trust
+host    all             all             127.0.0.1/32            trust
+local   replication     all                                     trust
+host    replication     all             127.0.0.1/32            trust
+"""
+
+
+def vec_text(v) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def load(conn, table: str, first_id: int, vectors: np.ndarray) -> None:
+    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+        for i, v in enumerate(vectors):
+            copy.write_row((first_id + i, vec_text(v)))
+
+
+def insert_rows(conn, table: str, first_id: int, vectors: np.ndarray) -> None:
+    """One INSERT per row: each goes through aminsert (GenericXLog)."""
+    for i, v in enumerate(vectors):
+        conn.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (first_id + i, vec_text(v)))
+
+
+def knn(conn, table: str, index: str, queries: np.ndarray) -> list[list[int]]:
+    conn.execute("SET enable_seqscan = off")
+    sql = f"SELECT id FROM {table} ORDER BY v <-> %s::vector LIMIT {K}"
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, (vec_text(queries[0]),)))
+    check(f"Index Scan using {index}" in plan, f"the query does not use {index}:\n{plan}")
+    return [[r[0] for r in conn.execute(sql, (vec_text(q),))] for q in queries]
+
+
+def info(conn, index: str) -> dict:
+    """omen_index_info as a dict (nodes, deleted_nodes, pages, average_degree, entry_point, ...)."""
+    return conn.execute("SELECT to_jsonb(i) FROM omen_index_info(%s::regclass) i", (index,)).fetchone()[0]
+
+
+class StandbyReader:
+    """Queries the standby in a loop while it replays."""
+
+    def __init__(self, standby: pgcluster.Server, seed: int):
+        self.standby = standby
+        self.rng = np.random.default_rng(seed)
+        self.queries = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with self.standby.connect() as conn:
+                conn.execute("SET enable_seqscan = off")
+                while not self.stop.is_set():
+                    q = vec_text(self.rng.random(DIM, dtype=np.float32))
+                    rows = conn.execute(f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {K}",
+                                        (q,)).fetchall()
+                    check(len(rows) == K and len({r[0] for r in rows}) == K,
+                          f"a standby query returned {rows}")
+                    self.queries += 1
+        except BaseException as e:
+            self.error = e
+
+
+def main() -> None:
+    rng = np.random.default_rng(424242)
+    primary = pgcluster.Server("primary", PRIMARY_PORT,
+                               ("wal_level=replica", "max_wal_senders=5", "hot_standby=on",
+                                "autovacuum=off"))  # no concurrent ANALYZE holding back VACUUM
+    standby = pgcluster.Server("standby", STANDBY_PORT, ("hot_standby=on",))
+    standby.stop()  # a standby left running by an interrupted earlier run
+    primary.start()
+    (primary.datadir / "pg_hba.conf").write_text(HBA)
+    with primary.connect() as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        check(conn.execute("SHOW wal_level").fetchone()[0] == "replica", "wal_level must be replica")
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute("CREATE EXTENSION pageinspect")  # get_raw_page, to compare the index pages
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
+        load(conn, "items", 0, rng.random((3000, DIM), dtype=np.float32))
+        conn.execute("CREATE INDEX items_v ON items USING omen (v vector_l2_ops)")
+        insert_rows(conn, "items", 3000, rng.random((300, DIM), dtype=np.float32))
+    print("primary: items_v built on 3000 rows, 300 inserts; taking the base backup")
+
+    as_postgres("rm", "-rf", str(standby.datadir))
+    as_postgres(str(pgcluster.BINDIR / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(PRIMARY_PORT),
+                "-U", "postgres", "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast")
+    as_postgres("truncate", "-s", "0", str(standby.datadir / "server.log"))  # the primary's, copied
+    standby.restart()
+    with standby.connect() as conn:
+        check(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], "the standby is not in recovery")
+    with primary.connect() as conn:
+        sender = wait_for("the standby to stream", lambda: conn.execute(
+            "SELECT state FROM pg_stat_replication WHERE state = 'streaming'").fetchone())
+    print(f"standby on port {STANDBY_PORT}: hot standby, replication {sender[0]}")
+
+    reader = StandbyReader(standby, seed=7)
+    reader.thread.start()
+    with primary.connect() as conn:
+        insert_rows(conn, "items", 10_000, rng.random((1500, DIM), dtype=np.float32))
+        conn.execute(f"CREATE TABLE items2 (id int PRIMARY KEY, v vector({DIM}))")
+        load(conn, "items2", 0, rng.random((3000, DIM), dtype=np.float32))
+        conn.execute("CREATE INDEX items2_v ON items2 USING omen (v vector_l2_ops)")
+        insert_rows(conn, "items2", 10_000, rng.random((700, DIM), dtype=np.float32))
+        conn.execute("CREATE TABLE items3 (id int PRIMARY KEY, v vector)")
+        conn.execute("CREATE INDEX items3_v ON items3 USING omen (v vector_l2_ops)")
+        insert_rows(conn, "items3", 0, rng.random((800, DIM), dtype=np.float32))
+        before = info(conn, "items_v")["nodes"]
+        deleted = conn.execute("DELETE FROM items WHERE id % 10 = 3").rowcount
+        conn.execute("VACUUM items")
+        live = info(conn, "items_v")["nodes"]
+        check(live == before - deleted,
+              f"after deleting {deleted} of {before} rows and VACUUM, items_v has {live} live nodes")
+        insert_rows(conn, "items", 20_000, rng.random((200, DIM), dtype=np.float32))
+        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    print(f"primary after the backup: 1700 inserts, DELETE + VACUUM ({deleted} nodes no longer live) "
+          f"on items_v; items2_v built on 3000 rows + 700 inserts; items3_v built empty + 800 inserts; "
+          f"WAL at {target}")
+
+    with standby.connect() as conn:
+        wait_for(f"the standby to replay up to {target}", lambda: conn.execute(
+            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0], timeout=60)
+        replayed = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()[0]
+    reader.stop.set()
+    reader.thread.join(timeout=30)
+    check(reader.error is None, f"a query on the standby failed during replay: {reader.error!r}")
+    check(reader.queries > 0, "no query ran on the standby during replay")
+    print(f"standby replayed up to {replayed}; {reader.queries} queries ran on it during replay, all with {K} rows")
+
+    # Every comparison runs and reports, then the test fails if any did.
+    failures: list[str] = []
+
+    def verify(what: str, step) -> None:
+        try:
+            print(f"  {what}: {step()}")
+        except (AssertionError, psycopg.Error) as e:
+            failures.append(f"{what}: {type(e).__name__}: {e}".rstrip())
+            print(f"  {what}: FAILED: {type(e).__name__}: {e}".rstrip())
+
+    queries = rng.random((QUERIES, DIM), dtype=np.float32)
+    with primary.connect() as p, standby.connect() as s:
+        for table in ("items", "items2", "items3"):
+            index = f"{table}_v"
+
+            def same_info():
+                pi, si = info(p, index), info(s, index)
+                check(pi == si, f"omen_index_info differs: primary {pi}, standby {si}")
+                return (f"identical on both ({pi['nodes']} nodes, {pi['deleted_nodes']} deleted, "
+                        f"{pi['pages']} pages, entry {pi['entry_point']})")
+
+            def check_on_primary():
+                ok, nodes, reachable, rows, problems = p.execute(
+                    "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check(%s::regclass)",
+                    (index,)).fetchone()
+                check(ok, f"nodes={nodes} reachable={reachable} table_rows={rows} problems={problems}")
+                return f"ok ({nodes} nodes, {reachable} reachable, {rows} table rows)"
+
+            def same_pages():
+                sql = ("SELECT b, md5(get_raw_page(%s, b::int)) FROM "
+                       "generate_series(0, pg_relation_size(%s::regclass) / 8192 - 1) b ORDER BY b")
+                pp, sp = p.execute(sql, (index, index)).fetchall(), s.execute(sql, (index, index)).fetchall()
+                check(len(pp) == len(sp), f"{len(pp)} pages on the primary, {len(sp)} on the standby")
+                differ = [b for (b, x), (_, y) in zip(pp, sp) if x != y]
+                check(not differ, f"{len(differ)} of {len(pp)} pages differ, e.g. blocks {differ[:10]}")
+                return f"all {len(pp)} pages byte-identical on both"
+
+            def check_on_standby():
+                ok, nodes, reachable, rows, problems = s.execute(
+                    "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check(%s::regclass)",
+                    (index,)).fetchone()
+                check(ok, f"nodes={nodes} reachable={reachable} table_rows={rows} problems={problems}")
+                return f"ok ({nodes} nodes, {reachable} reachable, {rows} table rows)"
+
+            def same_neighbours():
+                want, got = knn(p, table, index, queries), knn(s, table, index, queries)
+                check(all(len(r) == K for r in want), f"a query on {table} returned fewer than {K} rows")
+                differ = [i for i in range(QUERIES) if want[i] != got[i]]
+                check(not differ, f"{len(differ)} of {QUERIES} queries differ, e.g. primary "
+                                  f"{want[differ[0]] if differ else ''} standby {got[differ[0]] if differ else ''}")
+                return f"{QUERIES} queries return the same {K} ids, in the same order, on both"
+
+            verify(f"{index} omen_index_info", same_info)
+            verify(f"{index} pages", same_pages)
+            verify(f"{index} omen_check on the primary", check_on_primary)
+            verify(f"{index} omen_check on the standby", check_on_standby)
+            verify(f"{index} neighbours", same_neighbours)
+    check(not failures, f"{len(failures)} checks failed:\n" + "\n".join(failures))
+
+if __name__ == "__main__":
+    pgcluster.run(main)
