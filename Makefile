@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?=
 
-.PHONY: deps install install-pg18 test demo bench-kernels clean
+.PHONY: deps install install-pg18 test demo bench bench-churn bench-kernels clean
 
 deps:
 	scripts/deps.sh
@@ -18,6 +18,12 @@ test: deps
 
 demo: install
 	pg_virtualenv -v 15 scripts/demo.sh $(DATA)
+
+bench: deps
+	bench/run.sh $(DATA)
+
+bench-churn: deps
+	bench/run.sh $(DATA) --churn
 
 bench-kernels:
 	cargo bench -p omen-core --bench distance

@@ -93,6 +93,14 @@ SET omen.search_list_size = 100;
 SHOW omen.search_list_size;
 RESET omen.search_list_size;
 
+-- A node must fit on a page.
+CREATE TABLE too_wide (v vector(2000));
+CREATE INDEX ON too_wide USING omen (v);
+CREATE INDEX ON too_wide USING omen (v) WITH (max_neighbors = 8);
+CREATE TABLE widest (v vector(1995));
+CREATE INDEX ON widest USING omen (v);
+DROP TABLE too_wide, widest;
+
 -- A query vector of other dimensions is an error.
 SELECT id FROM items ORDER BY v <-> '[1,2]' LIMIT 1;
 

@@ -86,11 +86,12 @@ enum ElementError {
 /// One element: a decimal number in plain or exponent form. Words such as `inf` or `NaN`,
 /// which Rust's float parser would take, are refused here.
 fn parse_element(e: &str) -> Result<f32, ElementError> {
-    let word = e.trim_start_matches(['+', '-']).to_ascii_lowercase();
-    match word.as_str() {
-        "nan" => return Err(ElementError::NotFinite("NaN")),
-        "inf" | "infinity" => return Err(ElementError::NotFinite("infinite value")),
-        _ => {}
+    let word = e.trim_start_matches(['+', '-']);
+    if word.eq_ignore_ascii_case("nan") {
+        return Err(ElementError::NotFinite("NaN"));
+    }
+    if word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity") {
+        return Err(ElementError::NotFinite("infinite value"));
     }
     let ok_chars = e
         .bytes()
