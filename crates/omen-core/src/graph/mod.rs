@@ -17,8 +17,8 @@
 //! - [`insert`]: adds one node in place (search, prune, back-edges), the path of
 //!   `INSERT` into an existing index.
 //! - [`repair_deleted`]: in-place delete repair (IP-DiskANN): reconnects the in-neighbours
-//!   of a deleted node before VACUUM frees it; [`replacement_entry`] and
-//!   [`adopt_entry_edges`] replace a deleted entry point.
+//!   of a deleted node before VACUUM frees it; [`replacement_entry`] replaces a deleted
+//!   entry point.
 //! - [`build`]: the parallel, deterministic in-memory construction of a whole graph: two
 //!   passes (`alpha = 1`, then the final `alpha`) over a seeded random order, in batches
 //!   that are searched in parallel against a frozen graph and then applied in a fixed order.
@@ -42,7 +42,7 @@ mod tests;
 use crate::distance::Metric;
 
 pub use build::{BuiltGraph, build};
-pub use delete::{RepairStats, adopt_entry_edges, repair_deleted, replacement_entry};
+pub use delete::{RepairStats, repair_deleted, replacement_entry};
 pub use memory::MemoryStore;
 pub use prune::{insert, robust_prune};
 pub use search::BeamSearch;
