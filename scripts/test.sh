@@ -25,7 +25,7 @@ step "churn: delete 10% / insert 10% / VACUUM, ten rounds, then with VACUUM conc
     pg_virtualenv -v 15 "$PY" tests/test_churn.py "$DATA/siftsmall"
 # Servers of their own (scripts/pgserver.sh, ports 54340-54343, /tmp/omen-it-*): these
 # tests crash, replicate and load them, which pg_virtualenv's cluster is not for.
-step "crash recovery: killed during inserts and CREATE INDEX (PostgreSQL 15)" "$PY" tests/crash_recovery.py
+step "crash recovery: killed during inserts, CREATE INDEX and VACUUM (PostgreSQL 15)" "$PY" tests/crash_recovery.py
 step "hot standby replays the omen index WAL (PostgreSQL 15)" "$PY" tests/standby_replay.py
 step "concurrent inserts and queries under pgbench (PostgreSQL 15)" "$PY" tests/concurrency.py
 step "beside pgvector on PostgreSQL 18" scripts/test_pg18.sh

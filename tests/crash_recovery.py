@@ -17,10 +17,29 @@
    table is intact, and the index does not exist; with CREATE INDEX CONCURRENTLY the index
    is left invalid, is not used by queries and DROP INDEX removes it. A rebuild then
    succeeds and passes omen_check.
+3. VACUUM: `vac(id int, v vector(64))` (autovacuum off, no index but the omen one) with an
+   omen index on 20,000 random rows, 30% of them deleted. `VACUUM vac` runs from one
+   connection while another polls pg_stat_progress_vacuum and omen_index_info; once the
+   phase is 'vacuuming indexes' and nodes are marked deleted, the server is killed 0.2-1.5 s
+   later, in the repair. After restart the index must still hold nodes marked deleted (the
+   kill landed in the middle of the index VACUUM). Otherwise the attempt says where it
+   landed and is repeated, with a table twice as big if VACUUM had already finished; the
+   test fails if none of 3 attempts lands in the middle. After each recovery: omen_check is
+   ok, nodes + deleted nodes + free slots account for every slot of the index, 3 full scans
+   through the index (enable_seqscan off, a list that can grow to every node) return each
+   live row once and no deleted row, the 10 nearest rows to 100 deleted rows' vectors
+   are all live, and 300 sampled rows are their own nearest neighbour (search_list_size
+   100; the sample is drawn before the VACUUM from rows that are, since a fresh build
+   misses a node or two per ten thousand on this data). Then VACUUM again finishes the
+   deletes: no node marked deleted, a free slot per deleted row, the same number of pages,
+   omen_check ok, the same full scans (the probes may miss 5%: the repair rewired the
+   graph). Last, 1,000 inserts, most into heap TIDs of deleted rows, take free slots
+   (the index grows by at most 3 pages) and everything above still holds.
 
 Run as root (the server runs as `postgres`): tests/crash_recovery.py
 """
 
+import contextlib
 import random
 import re
 import threading
@@ -37,6 +56,12 @@ DIM = 16
 INITIAL = 4000
 BIG = 20000
 SAMPLE_INITIAL = 500
+VAC_ROWS = 20000
+VAC_DIM = 64
+VAC_DELETE = 0.3
+VAC_SAMPLE = 300
+VAC_INSERT = 1000
+VAC_ATTEMPTS = 3
 
 
 def vec_text(v) -> str:
@@ -200,6 +225,236 @@ def crash_during_build(server: pgcluster.Server, index: str, concurrently: bool)
         omen_check(conn, "items_v")
 
 
+def index_info(conn, index: str) -> dict:
+    row = conn.execute("SELECT nodes, deleted_nodes, free_slots, pages FROM omen_index_info(%s::regclass)",
+                       (index,)).fetchone()
+    return dict(zip(("nodes", "deleted", "free", "pages"), row))
+
+
+class VacTable:
+    """`vac(id int, v vector(64))`, autovacuum off, no index but the omen one (the only index
+    VACUUM visits, so 'vacuuming indexes' means the omen index's ambulkdelete): built on
+    `rows` rows, VAC_DELETE of them deleted, a CHECKPOINT (recovery replays the VACUUM's WAL,
+    not the build's)."""
+
+    def __init__(self, server: pgcluster.Server, rng: np.random.Generator, rows: int):
+        self.rng = rng
+        vectors = rng.random((rows, VAC_DIM), dtype=np.float32)
+        started = time.monotonic()
+        with server.connect() as conn:
+            conn.execute("DROP TABLE IF EXISTS vac")
+            conn.execute(f"CREATE TABLE vac (id int, v vector({VAC_DIM})) WITH (autovacuum_enabled = off)")
+            load(conn, "vac", 0, vectors)
+            conn.execute("CREATE INDEX vac_v ON vac USING omen (v vector_l2_ops)")
+            built = time.monotonic() - started
+            info = index_info(conn, "vac_v")
+            check(info["nodes"] == rows and info["deleted"] == 0 and info["free"] == 0,
+                  f"a fresh build on {rows} rows should have {rows} nodes, none deleted or free: {info}")
+            self.slots = rows  # nodes + deleted nodes + free slots, until inserts fill free slots
+            self.pages = info["pages"]
+            gone = [int(i) for i in rng.choice(rows, size=int(rows * VAC_DELETE), replace=False)]
+            self.gone_tids = {r[0] for r in conn.execute("SELECT ctid::text FROM vac WHERE id = ANY(%s)", (gone,))}
+            conn.execute("DELETE FROM vac WHERE id = ANY(%s)", (gone,))
+            self.gone = {i: vec_text(vectors[i]) for i in gone}
+            self.live = {r[0]: r[1] for r in conn.execute("SELECT id, v::text FROM vac")}
+            # The rows whose nearest-neighbour probe must still succeed after the crash: a
+            # random sample, each checked before the VACUUM. The search is approximate: in a
+            # fresh build of 20,000 random 64-dimensional vectors a node or two per ten
+            # thousand is not found by its own vector even at list size 100 (few in-edges,
+            # all from far nodes), which is the build's recall, not the crash's doing.
+            self.sample, self.unfound = [], []
+            with probing(conn):
+                for i in rng.permutation(sorted(self.live)):
+                    if len(self.sample) == VAC_SAMPLE:
+                        break
+                    (self.sample if nearest(conn, self.live[int(i)]) == i else self.unfound).append(int(i))
+            conn.execute("CHECKPOINT")
+        print(f"  vac: {rows} rows of {VAC_DIM} dimensions, omen index built in {built:.1f} s ({self.pages} pages); "
+              f"{len(self.gone)} rows deleted; {VAC_SAMPLE} sample rows are their own nearest neighbour "
+              f"(search_list_size {PROBE_LIST_SIZE}) before the VACUUM"
+              f"{f' (skipped {len(self.unfound)} that were not: {self.unfound})' if self.unfound else ''}")
+
+    def verify(self, conn, label: str, strict: bool = True, probes: list[int] = ()) -> None:
+        """omen_check; every index slot accounted for; full scans through the index return each
+        live row once and no deleted row, and no deleted row is among the 10 nearest rows to
+        a deleted row's vector; the sample rows (and `probes`) are their own nearest neighbour
+        through the index: all of them when `strict`, else at least 95% (after VACUUM
+        rewires the graph, a few may be missed at this list size without anything being
+        lost: the full scans show every row is still there)."""
+        nodes, _, rows = omen_check(conn, "vac_v")
+        check(rows == len(self.live), f"omen_check counts {rows} table rows, expected {len(self.live)}")
+        info = index_info(conn, "vac_v")
+        check(info["nodes"] + info["deleted"] + info["free"] == self.slots,
+              f"{self.slots} index slots expected (nodes + deleted + free), omen_index_info says {info}")
+        ids = {r[0] for r in conn.execute("SELECT id FROM vac")}
+        check(ids == self.live.keys(), f"the table holds {len(ids)} rows, expected {len(self.live)}")
+        with probing(conn):
+            # A list that can grow to every node of the index: the scan returns all it reaches.
+            conn.execute(f"SET omen.max_search_list_size = {max(self.slots, 20000)}")
+            for _ in range(3):
+                q = vec_text(self.rng.random(VAC_DIM, dtype=np.float32))
+                got = [r[0] for r in conn.execute(PROBE, (q, self.slots))]
+                seen = set(got)
+                check(len(got) == len(seen), f"a full scan through the index returned {len(got) - len(seen)} "
+                                             f"rows twice")
+                check(not seen & self.gone.keys(), f"a full scan through the index returned "
+                                                   f"{len(seen & self.gone.keys())} deleted rows")
+                check(seen == self.live.keys(), f"a full scan through the index returned {len(seen)} of the "
+                                                f"{len(self.live)} rows")
+            conn.execute("RESET omen.max_search_list_size")
+            near = [int(i) for i in self.rng.choice(sorted(self.gone), size=100, replace=False)]
+            for i in near:
+                got = {r[0] for r in conn.execute(PROBE, (self.gone[i], 10))}
+                check(len(got) == 10 and not got & self.gone.keys(),
+                      f"the 10 nearest rows to deleted row {i}'s vector through the index: {sorted(got)}, "
+                      f"deleted among them: {sorted(got & self.gone.keys())}")
+            probe = self.sample + list(probes)
+            misses = [(i, got) for i in probe if (got := nearest(conn, self.live[i])) != i]
+        if strict:
+            check(not misses, f"{len(misses)} of {len(probe)} rows are not their own nearest neighbour "
+                              f"through the index, e.g. (id, got) {misses[:10]}")
+        else:
+            check(len(misses) <= len(probe) // 20, f"{len(misses)} of {len(probe)} rows are not their own "
+                                                   f"nearest neighbour through the index: {misses[:20]}")
+        print(f"  {label}: omen_check ok ({nodes} nodes, {rows} table rows); index: {info['nodes']} nodes, "
+              f"{info['deleted']} deleted, {info['free']} free slots, {info['pages']} pages; 3 full scans return "
+              f"each of the {len(self.live)} rows once and no deleted row (nor do the 10 nearest to {len(near)} "
+              f"deleted rows' vectors); {len(probe) - len(misses)} of {len(probe)} rows are their own nearest "
+              f"neighbour{f' (not: (id, got) {misses})' if misses else ''}")
+
+
+PROBE = "SELECT id FROM vac ORDER BY v <-> %s::vector LIMIT %s"
+PROBE_LIST_SIZE = 100
+
+
+@contextlib.contextmanager
+def probing(conn):
+    """Queries through the omen index (the plan is checked), at PROBE_LIST_SIZE."""
+    conn.execute("SET enable_seqscan = off")
+    conn.execute(f"SET omen.search_list_size = {PROBE_LIST_SIZE}")
+    try:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + PROBE, (vec_text(np.zeros(VAC_DIM)), 10)))
+        check("vac_v" in plan, f"the probe query does not use the omen index:\n{plan}")
+        yield
+    finally:
+        conn.execute("RESET enable_seqscan")
+        conn.execute("RESET omen.search_list_size")
+
+
+def nearest(conn, v: str):
+    row = conn.execute(PROBE, (v, 1)).fetchone()
+    return row and row[0]
+
+
+def crash_during_vacuum(server: pgcluster.Server, table: VacTable) -> str:
+    """Starts `VACUUM vac`, waits until it is in the index phase and has marked nodes deleted,
+    lets it repair for a moment, and kills the server. Returns where the kill landed, judged
+    after recovery: "middle" (nodes still marked deleted: the next VACUUM must finish them),
+    "late" (the index pass had finished: free slots, nothing marked) or "early" (no mark
+    reached the WAL)."""
+    result: dict = {}
+
+    def vacuum():
+        try:
+            with server.connect() as conn:
+                conn.execute("VACUUM vac")
+                result["done"] = True
+        except BaseException as e:
+            result["error"] = e
+
+    t = threading.Thread(target=vacuum, daemon=True)
+    started = time.monotonic()
+    t.start()
+    with server.connect() as conn:
+        def phase():
+            row = conn.execute("SELECT phase FROM pg_stat_progress_vacuum WHERE relid = 'vac'::regclass").fetchone()
+            return row and row[0]
+
+        def marking():
+            if result:
+                return "ended"
+            return phase() == "vacuuming indexes" and index_info(conn, "vac_v")["deleted"] > 0
+
+        wait_for("VACUUM marking the index's nodes deleted", marking, timeout=120, interval=0.02)
+        marked_at = time.monotonic() - started
+        time.sleep(random.uniform(0.2, 1.5))  # into the repair
+        last_phase, last = phase(), index_info(conn, "vac_v")
+    elapsed = time.monotonic() - started
+    server.crash()
+    t.join(timeout=30)
+    if result.get("done"):
+        print(f"  VACUUM finished within {elapsed:.1f} s, before the kill")
+    else:
+        check(isinstance(result.get("error"), psycopg.OperationalError),
+              f"VACUUM should have lost its connection, got {result}")
+        print(f"  killed the server {elapsed:.1f} s into VACUUM (nodes marked deleted from {marked_at:.2f} s; "
+              f"just before the kill: phase '{last_phase}', {last['deleted']} nodes marked, {last['free']} free)")
+    print(f"  restarted: {restart_after_crash(server)}")
+    with server.connect() as conn:
+        info = index_info(conn, "vac_v")
+        if info["deleted"] > 0:
+            where = "middle"
+            print(f"  the kill landed in the middle of the index VACUUM: {info['deleted']} nodes marked deleted "
+                  f"after recovery, {info['free']} free slots "
+                  f"({'in the sweep' if info['free'] else 'before the sweep'})")
+        elif info["free"] > 0:
+            where = "late"
+            print(f"  the kill landed after the index VACUUM: nothing marked deleted, {info['free']} free slots")
+        else:
+            where = "early"
+            print("  the kill landed before any mark reached the WAL: nothing deleted or free in the index")
+        # A VACUUM that finished has rewired the graph: the probes may miss a few (see verify).
+        table.verify(conn, "after recovery", strict=where != "late")
+    return where
+
+
+def crash_during_vacuum_then_finish(server: pgcluster.Server, rng: np.random.Generator) -> None:
+    rows = VAC_ROWS
+    table = VacTable(server, rng, rows)
+    landed = []
+    for attempt in range(1, VAC_ATTEMPTS + 1):
+        landed.append(crash_during_vacuum(server, table))
+        if landed[-1] == "middle" or attempt == VAC_ATTEMPTS:
+            break
+        if landed[-1] == "late":  # VACUUM was too quick: a bigger table
+            rows *= 2
+            print(f"  attempt {attempt} landed {landed[-1]}: again with {rows} rows")
+            table = VacTable(server, rng, rows)
+        else:  # the same dead rows, VACUUMed again
+            print(f"  attempt {attempt} landed {landed[-1]}: again")
+    check(landed[-1] == "middle",
+          f"none of {VAC_ATTEMPTS} kills landed in the middle of the index VACUUM: {landed}")
+
+    with server.connect() as conn:
+        started = time.monotonic()
+        conn.execute("VACUUM vac")
+        took = time.monotonic() - started
+        info = index_info(conn, "vac_v")
+        print(f"  VACUUM again ({took:.1f} s): {info}")
+        check(info["deleted"] == 0, f"VACUUM after the crash left {info['deleted']} nodes marked deleted")
+        check(info["nodes"] == len(table.live) and info["free"] == table.slots - len(table.live),
+              f"after VACUUM the index should have {len(table.live)} nodes and "
+              f"{table.slots - len(table.live)} free slots")
+        check(info["pages"] == table.pages, f"VACUUM changed the index size: {table.pages} -> {info['pages']} pages")
+        table.verify(conn, "after VACUUM", strict=False)
+
+        first = 10 * table.slots
+        load(conn, "vac", first, rng.random((VAC_INSERT, VAC_DIM), dtype=np.float32))
+        new = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, v::text, ctid::text FROM vac WHERE id >= %s",
+                                                        (first,))}
+        table.live.update({i: v for i, (v, _) in new.items()})
+        reused = sum(1 for _, tid in new.values() if tid in table.gone_tids)
+        after = index_info(conn, "vac_v")
+        print(f"  {VAC_INSERT} inserts ({reused} into heap TIDs of deleted rows): {info['free']} -> {after['free']} "
+              f"free slots, {info['pages']} -> {after['pages']} pages")
+        check(after["free"] == info["free"] - VAC_INSERT and after["nodes"] == len(table.live),
+              f"the {VAC_INSERT} new nodes should take {VAC_INSERT} of the {info['free']} free slots: {after}")
+        check(after["pages"] <= info["pages"] + 3,
+              f"the inserts grew the index from {info['pages']} to {after['pages']} pages instead of filling "
+              f"its {info['free']} free slots")
+        table.verify(conn, "after the inserts", strict=False, probes=sorted(new)[::5])
+
+
 def main() -> None:
     server = pgcluster.Server("crash", PORT, ("fsync=on",))
     server.start()
@@ -233,6 +488,9 @@ def main() -> None:
         conn.execute("CREATE INDEX big_v ON big USING omen (v vector_l2_ops)")
         nodes, _, rows = omen_check(conn, "big_v")
     print(f"  rebuilt big_v: omen_check ok ({nodes} nodes, {rows} rows)")
+
+    print(f"VACUUM: {VAC_ROWS} rows of {VAC_DIM} dimensions, {VAC_DELETE:.0%} deleted")
+    crash_during_vacuum_then_finish(server, rng)
 
 
 if __name__ == "__main__":

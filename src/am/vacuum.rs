@@ -9,6 +9,8 @@
 //!    (`omen_core::graph::repair_deleted`).
 //! 4. Sweep: edges to the deleted nodes are dropped everywhere, the nodes become free slots,
 //!    and the free space map learns which pages have free slots, so inserts reuse them.
+//! 5. Reachability: a live node left without a path from the entry point (its in-edges all
+//!    came from deleted nodes) is linked back from the closest reachable node with room.
 //!
 //! Every page change is WAL-logged with GenericXLog, one page lock at a time. A VACUUM that
 //! finds nothing to delete only reads the index (no page is written).
@@ -160,7 +162,64 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     });
     // SAFETY: propagates the per-page free space into the FSM's upper levels.
     unsafe { pg_sys::FreeSpaceMapVacuum(index) };
+
+    // 5. Reachability: a live node whose only in-edges came from deleted nodes, and that the
+    //    repair did not reconnect, is linked back from the closest reachable node with room.
+    if meta.entry != NO_NODE {
+        reconnect_unreachable(&mut store, meta.entry, &params, &mut search);
+    }
     stats
+}
+
+/// Links every live node that cannot be reached from `entry` back into the graph: a search
+/// toward it (which only finds reachable nodes) gives the closest node with room below the
+/// slack degree, which gets an edge to it.
+fn reconnect_unreachable(store: &mut PageStore, entry: NodeId, params: &graph::GraphParams, search: &mut BeamSearch) {
+    use std::collections::{HashMap, VecDeque};
+    let mut adjacency: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    store.for_each_node(|id, node| {
+        if !node.is_deleted() {
+            adjacency.insert(id, node.neighbors().to_vec());
+        }
+    });
+    let mut reached: HashSet<NodeId> = HashSet::new();
+    let reach_from = |start: NodeId, adjacency: &HashMap<NodeId, Vec<NodeId>>, reached: &mut HashSet<NodeId>| {
+        let mut queue = VecDeque::from([start]);
+        reached.insert(start);
+        while let Some(id) = queue.pop_front() {
+            for &n in adjacency.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                if adjacency.contains_key(&n) && reached.insert(n) {
+                    queue.push_back(n);
+                }
+            }
+        }
+    };
+    reach_from(entry, &adjacency, &mut reached);
+    let mut lost: Vec<NodeId> = adjacency.keys().copied().filter(|id| !reached.contains(id)).collect();
+    lost.sort_unstable();
+    let slack = params.slack_degree();
+    let mut vec = Vec::new();
+    let mut list = Vec::new();
+    for u in lost {
+        if reached.contains(&u) {
+            continue;
+        }
+        delay_point();
+        graph::GraphStore::vector(store, u, &mut vec);
+        search.start(store, &vec, entry);
+        search.run(store, &vec, REPAIR_LIST_SIZE);
+        let hosts: Vec<NodeId> = search.results().map(|(id, _)| id).filter(|&id| id != u).collect();
+        for host in hosts {
+            graph::GraphStore::neighbors(store, host, &mut list);
+            if list.len() < slack && !list.contains(&u) {
+                list.push(u);
+                graph::GraphStore::set_neighbors(store, host, &list);
+                adjacency.entry(host).or_default().push(u);
+                reach_from(u, &adjacency, &mut reached);
+                break;
+            }
+        }
+    }
 }
 
 /// Any live node, for an entry point when the search found none near the old one.
