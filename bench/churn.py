@@ -6,34 +6,20 @@ Usage: churn.py DATA_FOLDER [--queries N]   (libpq environment; bench/run.sh --c
 the server)
 """
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import vecs  # noqa: E402
+from common import RESULTS, data_from_args, fresh_db, vecs
 
 K = 10
 ROUNDS = 10
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("--queries", type=int, default=1000)
-    args = ap.parse_args()
-    folder = Path(args.data)
-    base, queries, truth = vecs.load(folder)
-    queries, truth = queries[: args.queries], truth[: args.queries]
-    texts = [vecs.vector_text(q) for q in queries]
-    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS bench_churn")
-        admin.execute("CREATE DATABASE bench_churn")
+    folder, base, queries, truth, texts = data_from_args()
+    fresh_db("bench_churn")
     conn = psycopg.connect(dbname="bench_churn", autocommit=True)
     conn.execute("CREATE EXTENSION omendb")
     conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]})) "

@@ -9,29 +9,17 @@ Writes bench/results/<dataset>.md and .png.
 Usage: run.py DATA_FOLDER [--queries N]
 """
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import psycopg
 
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import vecs  # noqa: E402
+from common import RESULTS, data_from_args, fresh_db, vecs
 
 K = 10
 OMEN_SWEEP = [10, 20, 40, 80, 160, 320]
 HNSW_SWEEP = [10, 20, 40, 80, 160, 320]
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def fresh_db(name: str) -> None:
-    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-
 
 def load(conn: psycopg.Connection, base: np.ndarray) -> None:
     conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
@@ -72,17 +60,9 @@ def plan_uses(conn, index: str, q: str) -> bool:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("--queries", type=int, default=1000)
-    args = ap.parse_args()
-    folder = Path(args.data)
-    base, queries, truth = vecs.load(folder)
-    queries, truth = queries[: args.queries], truth[: args.queries]
-    texts = [vecs.vector_text(q) for q in queries]
+    folder, base, queries, truth, texts = data_from_args()
     name = folder.name
     rows = []  # (engine, setting, recall, qps)
-    summary = {}
 
     fresh_db("bench_pgvector")
     fresh_db("bench_omen")

@@ -299,8 +299,8 @@ fn progress_is_reported_and_should_stop_aborts() {
     );
     assert!(g.is_some());
     assert!(calls.len() > 2);
-    assert_eq!(calls.first(), Some(&(0, 2000)));
-    assert_eq!(calls.last(), Some(&(2000, 2000)));
+    assert_eq!(calls.first(), Some(&(0, 1000)));
+    assert_eq!(calls.last(), Some(&(1000, 1000)));
     assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0));
 
     let mut polls = 0;

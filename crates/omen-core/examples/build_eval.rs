@@ -1,0 +1,67 @@
+//! Builds a graph over a TEXMEX data folder's base vectors in memory and reports the build
+//! time and recall@10 at a few search list sizes against the folder's ground truth.
+//! Usage: cargo run --release -p omen-core --example build_eval -- DATA_FOLDER [QUERIES]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use omen_core::distance::Metric;
+use omen_core::graph::{self, BeamSearch, GraphParams, MemoryStore};
+
+/// Reads a .fvecs / .bvecs / .ivecs file as rows of f32 (ids as f32 for .ivecs).
+fn read_vecs(path: &Path) -> (Vec<f32>, usize) {
+    let raw = std::fs::read(path).expect("read vecs file");
+    let dim = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
+    let elem = match path.extension().and_then(|e| e.to_str()) {
+        Some("bvecs") => 1,
+        _ => 4,
+    };
+    let record = 4 + dim * elem;
+    let mut out = Vec::with_capacity(raw.len() / record * dim);
+    for rec in raw.chunks_exact(record) {
+        let body = &rec[4..];
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("bvecs") => out.extend(body.iter().map(|&b| b as f32)),
+            Some("ivecs") => out.extend(body.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)),
+            _ => out.extend(body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
+        }
+    }
+    (out, dim)
+}
+
+fn find(folder: &Path, kind: &str) -> PathBuf {
+    std::fs::read_dir(folder)
+        .expect("data folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains(&format!("_{kind}.")))
+        .unwrap_or_else(|| panic!("no {kind} file in {}", folder.display()))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let folder = PathBuf::from(&args[1]);
+    let nq: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let (base, dim) = read_vecs(&find(&folder, "base"));
+    let (queries, _) = read_vecs(&find(&folder, "query"));
+    let (truth, tdim) = read_vecs(&find(&folder, "groundtruth"));
+    let params = GraphParams { metric: Metric::L2, ..GraphParams::default() };
+    let t0 = Instant::now();
+    let g = graph::build(&base, dim, &params, 0x0de1_5eed, &mut |_, _| {}, &mut || false).unwrap();
+    println!("build {:.1} s, n = {}", t0.elapsed().as_secs_f64(), base.len() / dim);
+    let entry = g.entry;
+    let mut store = MemoryStore::from_graph(base.clone(), dim, Metric::L2, g);
+    let mut search = BeamSearch::new();
+    for l in [10usize, 20, 40] {
+        let mut hits = 0;
+        let t0 = Instant::now();
+        for qi in 0..nq.min(queries.len() / dim) {
+            let q = &queries[qi * dim..(qi + 1) * dim];
+            search.start(&mut store, q, entry);
+            search.run(&mut store, q, l);
+            let got: Vec<u32> = search.results().take(10).map(|r| r.0).collect();
+            let gt = &truth[qi * tdim..qi * tdim + 10];
+            hits += got.iter().filter(|id| gt.contains(&(**id as f32))).count();
+        }
+        println!("L {l}: recall@10 {:.4}, {:.0} µs/query", hits as f64 / (10 * nq) as f64, t0.elapsed().as_micros() as f64 / nq as f64);
+    }
+}
