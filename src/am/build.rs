@@ -292,8 +292,15 @@ pub unsafe extern "C-unwind" fn ambuild(
     let heap_tuples = unsafe {
         pg_sys::table_index_build_scan(heap, index, index_info, true, true, Some(build_callback), (&raw mut state).cast(), std::ptr::null_mut())
     };
-    if state.overflow.is_none() {
-        write_graph(&mut state);
+    match state.overflow.as_mut() {
+        None => write_graph(&mut state),
+        // Rows inserted one by one may have lost their only in-edge to a later prune;
+        // link any such node back, as VACUUM does.
+        Some(store) => {
+            let params = super::insert::params_of(&read_meta(index));
+            let mut search = BeamSearch::new();
+            super::vacuum::reconnect_unreachable(store, state.entry, &params, &mut search);
+        }
     }
     // SAFETY: palloc0 of the result struct PostgreSQL expects.
     unsafe {

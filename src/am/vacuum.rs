@@ -174,7 +174,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
 /// Links every live node that cannot be reached from `entry` back into the graph: a search
 /// toward it (which only finds reachable nodes) gives the closest node with room below the
 /// slack degree, which gets an edge to it.
-fn reconnect_unreachable(store: &mut PageStore, entry: NodeId, params: &graph::GraphParams, search: &mut BeamSearch) {
+pub(crate) fn reconnect_unreachable(store: &mut PageStore, entry: NodeId, params: &graph::GraphParams, search: &mut BeamSearch) {
     use std::collections::{HashMap, VecDeque};
     let mut adjacency: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     store.for_each_node(|id, node| {
