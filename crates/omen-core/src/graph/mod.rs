@@ -37,6 +37,8 @@ mod memory;
 mod prune;
 mod search;
 #[cfg(test)]
+mod test_data;
+#[cfg(test)]
 mod tests;
 
 use crate::distance::Metric;

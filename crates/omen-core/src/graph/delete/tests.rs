@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::super::build::SplitMix64;
+use super::super::test_data::{self, build_quiet, params};
 use super::super::*;
 use crate::distance::Metric;
 
@@ -13,41 +14,9 @@ fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
     clustered_latent(n, dim, clusters, (dim / 2).max(1), seed)
 }
 
-/// Seeded clustered data (row-major): `clusters` Gaussian blobs with centres in
-/// `[-1, 1]^dim`, each spread along its own random `latent`-dimensional subspace plus a
-/// little isotropic noise (the shape of the graph tests' data; `latent = dim` gives
-/// isotropic, harder blobs).
+/// The delete tests' data: the stretch is not capped.
 fn clustered_latent(n: usize, dim: usize, clusters: usize, latent: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64(seed);
-    let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    let mut gauss = move || {
-        let (u1, u2) = (uniform().max(1e-12), uniform());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos(), u2)
-    };
-    let centres: Vec<f64> = (0..clusters * dim).map(|_| gauss().1 * 2.0 - 1.0).collect();
-    let scale = 0.3 / (latent as f64).sqrt() * (dim as f64 / latent as f64).sqrt();
-    let bases: Vec<f64> = (0..clusters * dim * latent).map(|_| gauss().0 * scale).collect();
-    let mut out = Vec::with_capacity(n * dim);
-    let mut z = vec![0f64; latent];
-    for _ in 0..n {
-        let c = (gauss().1 * clusters as f64) as usize % clusters;
-        z.iter_mut().for_each(|x| *x = gauss().0);
-        let basis = &bases[c * dim * latent..(c + 1) * dim * latent];
-        for d in 0..dim {
-            let row = &basis[d * latent..(d + 1) * latent];
-            let v: f64 = row.iter().zip(&z).map(|(a, b)| a * b).sum();
-            out.push((centres[c * dim + d] + v + 0.02 * gauss().0) as f32);
-        }
-    }
-    out
-}
-
-fn params(metric: Metric) -> GraphParams {
-    GraphParams { max_neighbors: 24, build_list_size: 64, alpha: 1.2, metric }
-}
-
-fn build_quiet(vectors: &[f32], dim: usize, params: &GraphParams, seed: u64) -> BuiltGraph {
-    build(vectors, dim, params, seed, &mut |_, _| {}, &mut || false).expect("not stopped")
+    test_data::clustered_latent(n, dim, clusters, latent, seed, f64::INFINITY)
 }
 
 /// The delete list size `l_d` and the replacement count `c` of the tests.
