@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?=
 
-.PHONY: deps install install-pg18 test demo bench bench-churn bench-kernels clean
+.PHONY: deps install install-pg18 test demo bench bench-churn bench-inserts bench-kernels clean
 
 deps:
 	scripts/deps.sh
@@ -24,6 +24,9 @@ bench: deps
 
 bench-churn: deps
 	bench/run.sh $(DATA) --churn
+
+bench-inserts: deps
+	bench/run.sh $(DATA) --inserts
 
 bench-kernels:
 	cargo bench -p omen-core --bench distance

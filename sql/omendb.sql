@@ -211,18 +211,26 @@ CREATE FUNCTION omen_check_json(regclass) RETURNS cstring
     AS 'MODULE_PATHNAME', 'omen_check_json' LANGUAGE C STRICT;
 CREATE FUNCTION omen_index_info(index regclass, OUT nodes bigint, OUT deleted_nodes bigint,
         OUT free_slots bigint, OUT pages bigint, OUT average_degree float8, OUT entry_point bigint, OUT entry_tid tid, OUT dimensions int,
-        OUT metric text, OUT max_neighbors int, OUT build_list_size int, OUT alpha float8)
-    AS $$ SELECT * FROM json_to_record(omen_index_info_json($1)::text::json) AS r(
+        OUT metric text, OUT max_neighbors int, OUT build_list_size int, OUT alpha float8,
+        OUT buffered_entries bigint, OUT buffer_pages bigint, OUT merges_done bigint, OUT merged_entries bigint,
+        OUT last_merge_at timestamptz, OUT last_merge_ms bigint)
+    AS $$ SELECT r.nodes, r.deleted_nodes, r.free_slots, r.pages, r.average_degree, r.entry_point, r.entry_tid,
+              r.dimensions, r.metric, r.max_neighbors, r.build_list_size, r.alpha, r.buffered_entries,
+              r.buffer_pages, r.merges_done, r.merged_entries, to_timestamp(r.last_merge_epoch), r.last_merge_ms
+         FROM json_to_record(omen_index_info_json($1)::text::json) AS r(
         nodes bigint, deleted_nodes bigint, free_slots bigint, pages bigint, average_degree float8,
         entry_point bigint, entry_tid tid, dimensions int, metric text, max_neighbors int,
-        build_list_size int, alpha float8) $$ LANGUAGE sql STRICT;
+        build_list_size int, alpha float8, buffered_entries bigint, buffer_pages bigint, merges_done bigint,
+        merged_entries bigint, last_merge_epoch float8, last_merge_ms bigint) $$ LANGUAGE sql STRICT;
 CREATE FUNCTION omen_check(index regclass, OUT ok boolean, OUT nodes bigint,
-        OUT reachable bigint, OUT table_rows bigint, OUT problems text[])
+        OUT reachable bigint, OUT table_rows bigint, OUT problems text[], OUT buffered bigint)
     AS $$ SELECT r.ok, r.nodes, r.reachable, r.table_rows,
-              ARRAY(SELECT json_array_elements_text(r.problems))
+              ARRAY(SELECT json_array_elements_text(r.problems)), r.buffered
          FROM json_to_record(omen_check_json($1)::text::json) AS r(
-             ok boolean, nodes bigint, reachable bigint, table_rows bigint, problems json) $$
+             ok boolean, nodes bigint, reachable bigint, table_rows bigint, problems json, buffered bigint) $$
     LANGUAGE sql STRICT;
+CREATE FUNCTION omen_flush(index regclass) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'omen_flush' LANGUAGE C STRICT;
 
 DROP FUNCTION omen_create_unless(boolean, text);
 DROP FUNCTION omen_cast_exists(regtype, regtype);

@@ -16,10 +16,12 @@ pub mod types;
 
 ::pgrx::extension_sql_file!("../sql/omendb.sql", name = "omendb", bootstrap);
 
-/// Registers the `omen.*` settings and the index options.
+/// Registers the `omen.*` settings and the index options, and, when preloaded, the merge
+/// launcher and its shared request table.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
+    am::launcher::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

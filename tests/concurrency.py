@@ -1,14 +1,19 @@
 """Concurrent inserts and queries on one omen index, driven by pgbench (PostgreSQL 15).
 
 `items(id serial primary key, v vector(16))` starts with 3,000 random rows and an omen
-index. Two pgbench runs go at once for 20 s: 4 clients each running single-row INSERTs of a
-vector built by random() in SQL, and 4 clients each running a nearest-neighbour query
+index. Two pgbench runs go at once for 15 s: 8 clients running single-row INSERTs of a
+vector built by random() in SQL (at most 400 per second together), and 8 clients each running a nearest-neighbour query
 (ORDER BY v <-> random vector LIMIT 10, through the omen index) whose script raises
 division_by_zero unless it got 10 distinct rows. Both pgbench runs must exit 0 and report
 no failed transactions and no aborted client. Afterwards: omen_check is ok (structure sound,
-every table row reachable through the index), the index has a node per row, and recall@10
-of 100 random queries against the exact answer of a sequential scan (enable_indexscan =
-off) is at least 0.9.
+every table row reachable through the index, none indexed twice), the index has a node or a
+buffered entry per row, and recall@10 of 100 random queries against the exact answer of a
+sequential scan (enable_indexscan = off) is at least 0.9.
+
+Two rounds, on fresh tables: with the insert buffer (buffer_threshold 200, so background
+merge workers run all along; one must be seen in pg_stat_activity, named for the index,
+while the clients run; afterwards omen_flush leaves a node per row), and with buffer = off
+(inserts go into the graph in place).
 
 Run as root (the server runs as `postgres`): tests/concurrency.py
 """
@@ -16,6 +21,8 @@ Run as root (the server runs as `postgres`): tests/concurrency.py
 import re
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +33,12 @@ from pgcluster import check
 PORT = 54343
 DIM = 16
 INITIAL = 3000
-CLIENTS = 4
-SECONDS = 20
+CLIENTS = 8
+SECONDS = 15
+# Inserts per second, all clients together: unthrottled, buffered inserts outrun the merge
+# on two cores by far, and the omen_flush after the run would take minutes.
+INSERT_RATE = 400
+THRESHOLD = 200
 K = 10
 QUERIES = 100
 MIN_RECALL = 0.9
@@ -43,13 +54,14 @@ def vec_text(v) -> str:
     return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
-def pgbench(server: pgcluster.Server, script: Path, options: str = "") -> subprocess.Popen:
+def pgbench(server: pgcluster.Server, script: Path, options: str = "", rate: int | None = None) -> subprocess.Popen:
     env = server.env()
     if options:
         env["PGOPTIONS"] = options
+    limit = ["-R", str(rate)] if rate else []
     return subprocess.Popen(
         [str(pgcluster.BINDIR / "pgbench"), "-n", "-c", str(CLIENTS), "-j", str(CLIENTS),
-         "-T", str(SECONDS), "-f", str(script)],
+         "-T", str(SECONDS), "-f", str(script), *limit],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -67,50 +79,81 @@ def finish(name: str, proc: subprocess.Popen, out: str) -> int:
     return int(done.group(1))
 
 
-def main() -> None:
-    rng = np.random.default_rng(31337)
-    server = pgcluster.Server("concurrency", PORT)
-    server.start()
+def watch_workers(server: pgcluster.Server, seen: list, stop: threading.Event) -> None:
+    """Records the merge workers pg_stat_activity shows until `stop` is set."""
+    with server.connect(autocommit=True) as conn:
+        while not stop.is_set():
+            for row in conn.execute("SELECT backend_type, application_name FROM pg_stat_activity "
+                                    "WHERE backend_type = 'omen merge worker'"):
+                if row not in seen:
+                    seen.append(row)
+            time.sleep(0.05)
+
+
+def run_round(server: pgcluster.Server, rng, buffered: bool) -> None:
+    options = f"buffer_threshold = {THRESHOLD}" if buffered else "buffer = off"
     with server.connect() as conn:
-        conn.execute("CREATE EXTENSION omendb")
+        conn.execute("DROP TABLE IF EXISTS items")
         conn.execute(f"CREATE TABLE items (id serial PRIMARY KEY, v vector({DIM}))")
         with conn.cursor().copy("COPY items (v) FROM STDIN") as copy:
             for v in rng.random((INITIAL, DIM), dtype=np.float32):
                 copy.write_row((vec_text(v),))
-        conn.execute("CREATE INDEX items_v ON items USING omen (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v vector_l2_ops) WITH ({options})")
         conn.execute("VACUUM ANALYZE items")
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + QUERY_SQL))
         check("Index Scan using items_v" in plan, f"the pgbench query does not use the omen index:\n{plan}")
-    print(f"{INITIAL} rows indexed; pgbench for {SECONDS} s: {CLIENTS} clients inserting, "
+    print(f"{INITIAL} rows indexed WITH ({options}); pgbench for {SECONDS} s: {CLIENTS} clients inserting, "
           f"{CLIENTS} clients querying")
 
-    with tempfile.TemporaryDirectory(prefix="omen-it-pgbench-") as tmp:
-        insert_script, query_script = Path(tmp) / "insert.sql", Path(tmp) / "query.sql"
-        insert_script.write_text(INSERT_SQL)
-        query_script.write_text(QUERY_SQL)
-        inserts = pgbench(server, insert_script)
-        queries = pgbench(server, query_script, "-c enable_seqscan=off")
-        outputs = [p.communicate(timeout=SECONDS + 60)[0] for p in (inserts, queries)]
-        failures = []
-        for name, proc, out in zip(("inserts", "queries"), (inserts, queries), outputs):
-            try:
-                count = finish(name, proc, out)
-                if name == "inserts":
-                    inserted = count
-            except AssertionError as e:
-                failures.append(str(e))
-        check(not failures, "\n".join(failures))
+    seen: list = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_workers, args=(server, seen, stop))
+    watcher.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="omen-it-pgbench-") as tmp:
+            insert_script, query_script = Path(tmp) / "insert.sql", Path(tmp) / "query.sql"
+            insert_script.write_text(INSERT_SQL)
+            query_script.write_text(QUERY_SQL)
+            inserts = pgbench(server, insert_script, rate=INSERT_RATE)
+            queries = pgbench(server, query_script, "-c enable_seqscan=off")
+            outputs = [p.communicate(timeout=SECONDS + 60)[0] for p in (inserts, queries)]
+            failures = []
+            for name, proc, out in zip(("inserts", "queries"), (inserts, queries), outputs):
+                try:
+                    count = finish(name, proc, out)
+                    if name == "inserts":
+                        inserted = count
+                except AssertionError as e:
+                    failures.append(str(e))
+            check(not failures, "\n".join(failures))
+    finally:
+        stop.set()
+        watcher.join()
+    if buffered:
+        check(("omen merge worker", "omen merge: items_v") in seen,
+              f"no merge worker for items_v was seen in pg_stat_activity: {seen}")
+        print(f"  pg_stat_activity showed the merge worker: backend_type '{seen[0][0]}', "
+              f"application_name '{seen[0][1]}'")
 
     with server.connect() as conn:
         rows = conn.execute("SELECT count(*) FROM items").fetchone()[0]
         check(rows == INITIAL + inserted, f"{rows} rows, expected {INITIAL} + {inserted}")
-        ok, nodes, reachable, table_rows, problems = conn.execute(
-            "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check('items_v')").fetchone()
+        ok, nodes, reachable, table_rows, problems, buffered_now = conn.execute(
+            "SELECT ok, nodes, reachable, table_rows, problems, buffered FROM omen_check('items_v')").fetchone()
         check(ok, f"omen_check failed: nodes={nodes} reachable={reachable} table_rows={table_rows} "
                   f"problems={problems}")
-        check(nodes == rows, f"the index has {nodes} nodes for {rows} rows")
-        print(f"  omen_check ok: {nodes} nodes, all reachable, {table_rows} table rows")
+        check(nodes + buffered_now == rows, f"the index has {nodes} nodes and {buffered_now} buffered entries "
+                                            f"for {rows} rows")
+        print(f"  omen_check ok: {nodes} nodes and {buffered_now} buffered entries, all reachable, "
+              f"{table_rows} table rows")
+        if buffered:
+            conn.execute("SELECT omen_flush('items_v')")
+            ok, nodes, problems, buffered_now = conn.execute(
+                "SELECT ok, nodes, problems, buffered FROM omen_check('items_v')").fetchone()
+            check(ok and nodes == rows and buffered_now == 0,
+                  f"after omen_flush: ok={ok} nodes={nodes} buffered={buffered_now} problems={problems}")
+            print(f"  after omen_flush: omen_check ok, {nodes} nodes, nothing buffered")
 
         queries = [vec_text(q) for q in rng.random((QUERIES, DIM), dtype=np.float32)]
         sql = f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {K}"
@@ -126,6 +169,16 @@ def main() -> None:
         recall = hits / (K * QUERIES)
         check(recall >= MIN_RECALL, f"recall@{K} {recall:.3f} is below {MIN_RECALL}")
         print(f"  recall@{K} of {QUERIES} random queries against a sequential scan: {recall:.3f}")
+
+
+def main() -> None:
+    rng = np.random.default_rng(31337)
+    server = pgcluster.Server("concurrency", PORT)
+    server.start()
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+    run_round(server, rng, buffered=True)
+    run_round(server, rng, buffered=False)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,18 @@ A primary (wal_level=replica, max_wal_senders, pg_hba trusting local and 127.0.0
 connections, replication included) gets an omen index built and then written to before
 `pg_basebackup -R` copies it to a standby on another port, which starts as a hot standby
 streaming from the primary over loopback. After the backup the primary writes every kind of
-index WAL record while a client keeps querying the standby:
-- GenericXLog inserts into the index that came with the backup (`items`);
-- a new index built with log_newpage_range (`items2`), then inserted into;
+index WAL record while a client keeps querying the standby (the indexes' buffer_threshold
+is out of reach, so merges happen exactly where the test asks for them, never in a
+background worker while pages are compared):
+- insert-buffer appends to the index that came with the backup (`items`), which VACUUM
+  then merges into the graph (nodes written with their buffer entries in one record,
+  back-edges, the segment's pages put on the free list), and later appends that reuse
+  those pages;
+- a new index built with log_newpage_range (`items2`), then inserted into, merged by
+  omen_flush, then inserted into in place (`buffer = off`);
 - an index built on an empty table on a column without typmod, whose first insert fixes the
-  dimensions and the entry point in the metapage (`items3`);
+  dimensions in the metapage (`items3`); its rows stay buffered, so the standby's scans
+  read the buffer;
 - deletes and VACUUM, which mark nodes deleted.
 Once the standby has replayed up to the primary's pg_current_wal_lsn(), for each of the
 three indexes: omen_index_info is identical on both servers, omen_check is ok on the standby
@@ -28,6 +35,7 @@ import psycopg
 import pgcluster
 from pgcluster import as_postgres, check, wait_for
 
+NO_MERGE = "buffer_threshold = 100000000"
 PRIMARY_PORT = 54341
 STANDBY_PORT = 54342
 DIM = 16
@@ -114,7 +122,7 @@ def main() -> None:
         conn.execute("CREATE EXTENSION pageinspect")  # get_raw_page, to compare the index pages
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
         load(conn, "items", 0, rng.random((3000, DIM), dtype=np.float32))
-        conn.execute("CREATE INDEX items_v ON items USING omen (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
         insert_rows(conn, "items", 3000, rng.random((300, DIM), dtype=np.float32))
     print("primary: items_v built on 3000 rows, 300 inserts; taking the base backup")
 
@@ -136,22 +144,28 @@ def main() -> None:
         insert_rows(conn, "items", 10_000, rng.random((1500, DIM), dtype=np.float32))
         conn.execute(f"CREATE TABLE items2 (id int PRIMARY KEY, v vector({DIM}))")
         load(conn, "items2", 0, rng.random((3000, DIM), dtype=np.float32))
-        conn.execute("CREATE INDEX items2_v ON items2 USING omen (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX items2_v ON items2 USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
         insert_rows(conn, "items2", 10_000, rng.random((700, DIM), dtype=np.float32))
+        merged = conn.execute("SELECT omen_flush('items2_v')").fetchone()[0]
+        check(merged == 700, f"omen_flush merged {merged} entries of items2_v, expected 700")
+        conn.execute("ALTER INDEX items2_v SET (buffer = off)")
+        insert_rows(conn, "items2", 20_000, rng.random((100, DIM), dtype=np.float32))
         conn.execute("CREATE TABLE items3 (id int PRIMARY KEY, v vector)")
-        conn.execute("CREATE INDEX items3_v ON items3 USING omen (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX items3_v ON items3 USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
         insert_rows(conn, "items3", 0, rng.random((800, DIM), dtype=np.float32))
-        before = info(conn, "items_v")["nodes"]
+        i = info(conn, "items_v")
+        before = i["nodes"] + i["buffered_entries"]
         deleted = conn.execute("DELETE FROM items WHERE id % 10 = 3").rowcount
         conn.execute("VACUUM items")
-        live = info(conn, "items_v")["nodes"]
-        check(live == before - deleted,
-              f"after deleting {deleted} of {before} rows and VACUUM, items_v has {live} live nodes")
+        i = info(conn, "items_v")
+        check(i["nodes"] == before - deleted and i["buffered_entries"] == 0,
+              f"after deleting {deleted} of {before} rows and VACUUM, items_v has {i['nodes']} live nodes "
+              f"and {i['buffered_entries']} buffered entries")
         insert_rows(conn, "items", 20_000, rng.random((200, DIM), dtype=np.float32))
         target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    print(f"primary after the backup: 1700 inserts, DELETE + VACUUM ({deleted} nodes no longer live) "
-          f"on items_v; items2_v built on 3000 rows + 700 inserts; items3_v built empty + 800 inserts; "
-          f"WAL at {target}")
+    print(f"primary after the backup: 1700 buffered inserts, DELETE + VACUUM (merged; {deleted} nodes no "
+          f"longer live) on items_v; items2_v built on 3000 rows + 700 buffered inserts, omen_flush, 100 in "
+          f"place; items3_v built empty + 800 buffered inserts; WAL at {target}")
 
     with standby.connect() as conn:
         wait_for(f"the standby to replay up to {target}", lambda: conn.execute(
@@ -181,7 +195,7 @@ def main() -> None:
             def same_info():
                 pi, si = info(p, index), info(s, index)
                 check(pi == si, f"omen_index_info differs: primary {pi}, standby {si}")
-                return (f"identical on both ({pi['nodes']} nodes, {pi['deleted_nodes']} deleted, "
+                return (f"identical on both ({pi['nodes']} nodes, {pi['buffered_entries']} buffered, {pi['deleted_nodes']} deleted, "
                         f"{pi['pages']} pages, entry {pi['entry_point']})")
 
             def check_on_primary():

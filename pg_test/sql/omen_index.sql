@@ -111,13 +111,13 @@ SELECT nodes, pages, entry_point FROM omen_index_info('empty_idx');
 SELECT * FROM empty ORDER BY v <-> '[1,2,3,4]' LIMIT 1;
 INSERT INTO empty VALUES (NULL), ('[1,2,3,4]'), ('[1,1,1,1]');
 SELECT v FROM empty ORDER BY v <-> '[1,1,1,1]' LIMIT 5;
-SELECT ok, nodes, table_rows FROM omen_check('empty_idx');
+SELECT ok, nodes, buffered, table_rows FROM omen_check('empty_idx');
 
 CREATE TABLE untyped (id int, v vector);
 CREATE INDEX untyped_idx ON untyped USING omen (v);
 INSERT INTO untyped VALUES (1, '[1,2]'), (2, '[2,3]');
 INSERT INTO untyped VALUES (3, '[1,2,3]');
-SELECT id FROM untyped ORDER BY v <-> '[2,2]' LIMIT 2;
+SELECT id FROM untyped ORDER BY v <-> '[1.5,2]' LIMIT 2;
 DROP INDEX untyped_idx;
 INSERT INTO untyped VALUES (4, '[1,2,3]');
 CREATE INDEX untyped_idx ON untyped USING omen (v);

@@ -138,7 +138,19 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         entry,
         node_size: layout.node_size as u32,
         nodes_per_page: layout.nodes_per_page as u32,
-        reserved: [0; 5],
+        buffer_tail: NO_BLOCK,
+        buffer_segment: 0,
+        buffer_pages: 0,
+        merge_tail: NO_BLOCK,
+        merge_segment: 0,
+        merge_pages: 0,
+        free_buffer_tail: NO_BLOCK,
+        next_segment: 1,
+        merges_done: 0,
+        last_merge_ms: 0,
+        last_merge_end: 0,
+        merged_entries: 0,
+        merge_sealed_at: 0,
     }
 }
 

@@ -1,8 +1,14 @@
-//! `aminsert`: add one row to the graph in place.
+//! `aminsert`: add one row, to the insert buffer (`buffer = on`, the default) or to the
+//! graph in place (`buffer = off`).
 //!
-//! Locks, in order, never two at once (see `storage`): the new node's page (append), the
-//! metapage (only while the index has no entry point or no dimensions yet), then one page
-//! at a time while searching and while adding back-edges.
+//! Buffered: the row's entry is appended to the buffer's last page (see
+//! `storage::insert_buffer` for its locks), and when that fills a page the buffer's size is
+//! looked at: past `buffer_threshold` a background merge is requested (`worker`), past
+//! `omen.insert_buffer_cap` this backend merges one batch itself.
+//!
+//! In place, locks in order, never two at once (see `storage`): the new node's page
+//! (append), the metapage (only while the index has no entry point or no dimensions yet),
+//! then one page at a time while searching and while adding back-edges.
 
 use omen_core::distance::{Metric, norm};
 use omen_core::graph::{self, BeamSearch};
@@ -10,6 +16,10 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use omen_core::graph::GraphParams;
+use super::merge::{BATCH, lock_merge, merge_some, unlock_merge};
+use super::options::{INSERT_BUFFER_CAP, buffer_options};
+use super::worker::request_merge;
+use crate::storage::insert_buffer;
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, index_name, read_meta, update_meta};
 use crate::types::fmgr::datum_vector;
@@ -29,16 +39,50 @@ pub unsafe extern "C-unwind" fn aminsert(
     // SAFETY: one key column: values[0]/isnull[0] are this row's key, heap_tid its TID.
     let (datum, null, tid) = unsafe { (*values, *isnull, *heap_tid) };
     if !null {
-        insert_vector(index, &tid, datum_vector(datum));
+        let v = datum_vector(datum);
+        let (buffered, threshold) = buffer_options(index);
+        if buffered {
+            insert_buffered(index, &tid, v, threshold);
+        } else {
+            insert_vector(index, &tid, v);
+        }
     }
     false
 }
 
-/// Inserts `v` with heap TID `tid` into the graph of `index`.
-pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
+/// Appends `v` with heap TID `tid` to the insert buffer of `index`, then starts or does a
+/// merge when the buffer has grown past `threshold` or the cap.
+fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32], threshold: usize) {
+    if checked_meta(index, v).is_none() {
+        return;
+    }
+    let appended = insert_buffer::append(index, tid, v);
+    if !appended.new_page {
+        return;
+    }
+    let cap = INSERT_BUFFER_CAP.get().max(1) as usize;
+    if appended.capacity_in_use >= cap {
+        pgrx::log!(
+            "omen index \"{}\": the insert buffer holds about {} entries, past omen.insert_buffer_cap ({cap}); \
+             this insert merges a batch itself",
+            index_name(index),
+            appended.capacity_in_use
+        );
+        lock_merge(index, true);
+        merge_some(index, &mut None, BATCH, 1);
+        unlock_merge(index);
+    } else if appended.capacity_in_use >= threshold || appended.merge_waiting {
+        request_merge(index);
+    }
+}
+
+/// The metapage, after fixing the index's dimensions with the first vector if it was built
+/// empty without them; None when `v` is not indexed (a zero vector under cosine); an ERROR
+/// when its dimensions differ from the index's.
+fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
     let mut meta = read_meta(index);
     if meta.metric() == Metric::Cosine && norm(v) == 0.0 {
-        return; // zero vectors are not indexed for cosine distance (see build)
+        return None; // zero vectors are not indexed for cosine distance (see build)
     }
     if meta.dims == 0 {
         // The first vector of an index built empty on a column without typmod fixes the
@@ -61,6 +105,12 @@ pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: 
             format!("expected {} dimensions, not {} (omen index \"{}\")", meta.dims, v.len(), index_name(index))
         );
     }
+    Some(meta)
+}
+
+/// Inserts `v` with heap TID `tid` into the graph of `index`.
+pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
+    let Some(mut meta) = checked_meta(index, v) else { return };
     let mut store = PageStore::new(index, &meta);
     let id = store.append(tid, v);
     if meta.entry == NO_NODE {

@@ -6,6 +6,8 @@ use omen_core::graph::NodeId;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::merge::{lock_merge, merge_all, unlock_merge};
+use crate::storage::insert_buffer::{self, Entry, LINKING, PENDING, tid_key};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
 use crate::types::fmgr::{Call, cstring_datum, pg_fn};
@@ -29,6 +31,15 @@ fn open_omen_index(call: &Call) -> pg_sys::Relation {
         );
     }
     index
+}
+
+/// The insert buffer's PENDING and LINKING entries.
+fn buffered_entries(index: pg_sys::Relation, meta: &Meta) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for block in insert_buffer::all_pages(index, meta) {
+        out.extend(insert_buffer::read_entries(index, block, meta.dims as usize, |h| h.state == PENDING || h.state == LINKING));
+    }
+    out
 }
 
 /// Closes what `open_omen_index` opened (the lock stays until the transaction ends).
@@ -55,6 +66,15 @@ fn json_str(s: &str) -> String {
 pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     let index = open_omen_index(call);
     let meta = read_meta(index);
+    // Rows only the buffer holds (a LINKING entry's row is a graph node already).
+    let buffered = buffered_entries(index, &meta).iter().filter(|e| e.header.state == PENDING).count();
+    let buffer_pages = meta.buffer_pages + meta.merge_pages;
+    let last_merge = if meta.last_merge_end == 0 {
+        "null".to_string()
+    } else {
+        // TimestampTz counts microseconds from 2000-01-01; 946684800 s is that in Unix time.
+        format!("{:.6}", meta.last_merge_end as f64 / 1e6 + 946_684_800.0)
+    };
     let mut nodes = 0u64;
     let mut deleted = 0u64;
     let mut free = 0u64;
@@ -85,14 +105,34 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     cstring_datum(&format!(
         "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"free_slots\": {free}, \"pages\": {}, \"average_degree\": {avg:.3}, \
          \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"max_neighbors\": {}, \
-         \"build_list_size\": {}, \"alpha\": {}}}",
+         \"build_list_size\": {}, \"alpha\": {}, \"buffered_entries\": {buffered}, \"buffer_pages\": {buffer_pages}, \
+         \"merges_done\": {}, \"merged_entries\": {}, \"last_merge_epoch\": {last_merge}, \"last_merge_ms\": {}}}",
         block_count(index),
         meta.dims,
         json_str(metric_name(&meta)),
         meta.max_neighbors,
         meta.build_list_size,
-        meta.alpha
+        meta.alpha,
+        meta.merges_done,
+        meta.merged_entries,
+        meta.last_merge_ms
     ))
+});
+
+// omen_flush(regclass) -> bigint: merges the insert buffer now, waiting for a merge that
+// runs; returns the entries merged.
+pg_fn!(omen_flush, pg_finfo_omen_flush, |call| {
+    // SAFETY: both raise an ERROR (25006) in a read-only transaction or during recovery.
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(c"omen_flush()".as_ptr());
+        pg_sys::PreventCommandDuringRecovery(c"omen_flush()".as_ptr());
+    }
+    let index = open_omen_index(call);
+    lock_merge(index, true);
+    let merged = merge_all(index);
+    unlock_merge(index);
+    close_index(index);
+    pg_sys::Datum::from(merged as i64)
 });
 
 /// Heap TIDs (block, offset) of the rows the index must hold, from SPI; None when the key
@@ -131,6 +171,14 @@ fn heap_rows(index_oid: u32, cosine: bool) -> Option<HashSet<(u32, u16)>> {
 // omen_check_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
 pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     let index = open_omen_index(call);
+    // A merge running beside the check would move entries from the buffer into the graph
+    // between the two reads: wait for it, and hold merges off until the check is done.
+    // (A hot standby runs no merges, and its replay takes no such lock.)
+    // SAFETY: reads a flag of the startup process's state.
+    let merging_possible = !unsafe { pg_sys::RecoveryInProgress() };
+    if merging_possible {
+        lock_merge(index, true);
+    }
     let meta = read_meta(index);
     let mut problems: Vec<String> = Vec::new();
     let mut adjacency: std::collections::HashMap<NodeId, (bool, (u32, u16), Vec<NodeId>)> = Default::default();
@@ -146,6 +194,29 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             let tid = (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid);
             adjacency.insert(id, (n.is_deleted(), tid, n.neighbors().to_vec()));
         });
+    }
+    // The buffer: a PENDING entry stands for its row; a LINKING entry's node must exist
+    // with the same row. Either way a scan returns the row from the buffer.
+    let buffered = if meta.dims > 0 { buffered_entries(index, &meta) } else { Vec::new() };
+    let mut buffered_tids = HashSet::new();
+    let mut indexed: std::collections::HashMap<(u32, u16), usize> = Default::default();
+    for e in &buffered {
+        let tid = tid_key(&e.heap_tid());
+        buffered_tids.insert(tid);
+        if e.header.state == PENDING {
+            *indexed.entry(tid).or_default() += 1;
+        } else if !matches!(adjacency.get(&e.header.node), Some((_, t, _)) if *t == tid) {
+            problems.push(format!("buffer entry of row {tid:?} is linking node {}, which does not hold that row", e.header.node));
+        }
+    }
+    for (deleted, tid, _) in adjacency.values() {
+        if !deleted {
+            *indexed.entry(*tid).or_default() += 1;
+        }
+    }
+    let duplicated = indexed.values().filter(|&&n| n > 1).count();
+    if duplicated > 0 {
+        problems.push(format!("{duplicated} rows are indexed more than once"));
     }
     let slack = meta.slack_degree as usize;
     for (&id, (_, _, nbrs)) in &adjacency {
@@ -197,7 +268,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     // insert was aborted (say, by a crash before the node was linked) waits for VACUUM.
     let unreachable: Vec<(u32, u16)> = adjacency
         .values()
-        .filter(|(deleted, tid, _)| !deleted && !reachable_tids.contains(tid))
+        .filter(|(deleted, tid, _)| !deleted && !reachable_tids.contains(tid) && !buffered_tids.contains(tid))
         .map(|(_, tid, _)| *tid)
         .collect();
     let unreachable_rows = match &heap {
@@ -209,7 +280,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     }
     let heap_count = match &heap {
         Some(rows) => {
-            let missing = rows.iter().filter(|t| !reachable_tids.contains(t)).count();
+            let missing = rows.iter().filter(|t| !reachable_tids.contains(t) && !buffered_tids.contains(t)).count();
             if missing > 0 {
                 problems.push(format!("{missing} of {} table rows cannot be reached through the index", rows.len()));
             }
@@ -217,11 +288,16 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
         }
         None => "null".to_string(),
     };
+    if merging_possible {
+        unlock_merge(index);
+    }
     close_index(index);
     let list: Vec<String> = problems.iter().take(100).map(|p| json_str(p)).collect();
     cstring_datum(&format!(
-        "{{\"ok\": {}, \"nodes\": {live}, \"reachable\": {reachable_live}, \"table_rows\": {heap_count}, \"problems\": [{}]}}",
+        "{{\"ok\": {}, \"nodes\": {live}, \"reachable\": {reachable_live}, \"table_rows\": {heap_count}, \
+         \"buffered\": {}, \"problems\": [{}]}}",
         problems.is_empty(),
+        buffered.iter().filter(|e| e.header.state == PENDING).count(),
         list.join(", ")
     ))
 });

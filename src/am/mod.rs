@@ -2,7 +2,10 @@
 //!
 //! - [`options`]: WITH (...) options and the `omen.*` settings
 //! - [`build`]: CREATE INDEX (parallel in-memory build, pages logged at once)
-//! - [`insert`]: INSERT/UPDATE (in place, one page lock at a time)
+//! - [`insert`]: INSERT/UPDATE (to the insert buffer, or in place)
+//! - [`merge`]: merging the insert buffer into the graph
+//! - [`worker`]: the background worker that runs merges
+//! - [`launcher`]: with omendb preloaded, the one process that starts merge workers
 //! - [`scan`]: ORDER BY ... LIMIT (streamed beam search in exact distance order)
 //! - [`vacuum`]: VACUUM (dead rows' nodes marked deleted)
 //! - [`cost`]: the planner's cost model
@@ -13,10 +16,13 @@ pub mod build;
 pub mod cost;
 pub mod insert;
 pub mod inspect;
+pub mod launcher;
+pub mod merge;
 pub mod options;
 pub mod scan;
 pub mod vacuum;
 pub mod validate;
+pub mod worker;
 
 use pgrx::pg_sys;
 use pgrx::PgBox;

@@ -1,5 +1,5 @@
-//! Index options (`WITH (max_neighbors = 32, build_list_size = 100, alpha = 1.2)`) and the
-//! query-time settings (`omen.*` GUCs).
+//! Index options (`WITH (max_neighbors = 32, build_list_size = 100, alpha = 1.2, buffer = on,
+//! buffer_threshold = 1000)`) and the settings (`omen.*` GUCs).
 
 use std::ffi::CStr;
 
@@ -14,6 +14,11 @@ pub static SEARCH_LIST_SIZE: GucSetting<i32> = GucSetting::<i32>::new(40);
 /// asking for rows (a filter rejects them); the bound that stops a hopeless filtered query.
 pub static MAX_SEARCH_LIST_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
+/// `omen.insert_buffer_cap`: entries past which an insert merges a batch itself instead of
+/// waiting for the background worker.
+pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+
+pub const DEFAULT_BUFFER_THRESHOLD: i32 = 1000;
 pub const DEFAULT_MAX_NEIGHBORS: i32 = 32;
 pub const DEFAULT_BUILD_LIST_SIZE: i32 = 100;
 pub const DEFAULT_ALPHA: f64 = 1.2;
@@ -27,6 +32,8 @@ struct OmenOptions {
     max_neighbors: i32,
     build_list_size: i32,
     alpha: f64,
+    buffer: bool,
+    buffer_threshold: i32,
 }
 
 /// Registers the GUCs and the reloptions; called once from `_PG_init`.
@@ -48,6 +55,16 @@ pub fn init() {
         &MAX_SEARCH_LIST_SIZE,
         1,
         1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"omen.insert_buffer_cap",
+        c"Entries an omen index's insert buffer may hold before an insert merges a batch itself.",
+        c"Up to this size inserts only append to the buffer and leave merging to the background worker; past it the inserting backend merges one batch, so the buffer stays bounded when no worker can keep up or start.",
+        &INSERT_BUFFER_CAP,
+        64,
+        i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -83,6 +100,24 @@ pub fn init() {
             2.0,
             lock,
         );
+        // The buffer options take effect for the next insert: no rebuild, a lighter lock.
+        let light = pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE;
+        pg_sys::add_bool_reloption(
+            RELOPT_KIND as _,
+            c"buffer".as_ptr(),
+            c"Inserts append to an insert buffer merged in the background (on) or go into the graph in place (off)".as_ptr(),
+            true,
+            light,
+        );
+        pg_sys::add_int_reloption(
+            RELOPT_KIND as _,
+            c"buffer_threshold".as_ptr(),
+            c"Buffered entries that start a background merge".as_ptr(),
+            DEFAULT_BUFFER_THRESHOLD,
+            1,
+            100_000_000,
+            light,
+        );
     }
 }
 
@@ -97,6 +132,12 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
         parse_elt(c"max_neighbors", pg_sys::relopt_type::RELOPT_TYPE_INT, std::mem::offset_of!(OmenOptions, max_neighbors)),
         parse_elt(c"build_list_size", pg_sys::relopt_type::RELOPT_TYPE_INT, std::mem::offset_of!(OmenOptions, build_list_size)),
         parse_elt(c"alpha", pg_sys::relopt_type::RELOPT_TYPE_REAL, std::mem::offset_of!(OmenOptions, alpha)),
+        parse_elt(c"buffer", pg_sys::relopt_type::RELOPT_TYPE_BOOL, std::mem::offset_of!(OmenOptions, buffer)),
+        parse_elt(
+            c"buffer_threshold",
+            pg_sys::relopt_type::RELOPT_TYPE_INT,
+            std::mem::offset_of!(OmenOptions, buffer_threshold),
+        ),
     ];
     // SAFETY: `table` describes `OmenOptions` field by field; build_reloptions pallocs the
     // struct, fills it and raises an ERROR (22023) for an out-of-range or unknown option.
@@ -129,6 +170,16 @@ pub fn graph_params(index: pg_sys::Relation, metric: Metric) -> GraphParams {
         );
     }
     GraphParams { max_neighbors: r as usize, build_list_size: l as usize, alpha: a as f32, metric }
+}
+
+/// The insert buffer options of `index`: whether it is on, and its merge threshold.
+pub fn buffer_options(index: pg_sys::Relation) -> (bool, usize) {
+    // SAFETY: rd_options is NULL or the struct `amoptions` built for this index.
+    let opts = unsafe { ((*index).rd_options as *const OmenOptions).as_ref() };
+    match opts {
+        Some(o) => (o.buffer, o.buffer_threshold.max(1) as usize),
+        None => (true, DEFAULT_BUFFER_THRESHOLD as usize),
+    }
 }
 
 /// The metric of `index`'s operator class, from its support function 1.

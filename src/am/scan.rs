@@ -8,9 +8,17 @@
 //! reached or the graph is exhausted. Within a round the order is exact; a row first found
 //! by a wider round can be closer than the last row of the round before (pgvector's
 //! iterative scans call this relaxed order).
+//!
+//! Rows still in the insert buffer (PENDING or LINKING entries) are read at the start of
+//! each scan and returned by exact distance, interleaved with the graph's rows; a graph
+//! node whose heap TID was taken from the buffer is skipped, so a row being merged while
+//! the scan runs comes back once. The buffer is read before the graph is searched, so an
+//! entry that is MERGED by then is already fully linked into the graph.
 //! Locks: one page at a time, share mode (see `storage`).
 
 use std::collections::{HashSet, VecDeque};
+
+use omen_core::distance::Metric;
 
 use omen_core::graph::{BeamSearch, NodeId};
 use pgrx::pg_sys;
@@ -18,6 +26,7 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
+use crate::storage::insert_buffer::{self, LINKING, PENDING, tid_key, tid_of};
 use crate::storage::layout::NO_NODE;
 use crate::storage::page_store::{PageStore, read_meta};
 use crate::types::fmgr::datum_vector;
@@ -32,7 +41,12 @@ struct ScanState {
     list_size: usize,
     started: bool,
     returned: HashSet<NodeId>,
-    pending: VecDeque<NodeId>,
+    /// Graph results not returned yet, closest first, with their rank distances.
+    pending: VecDeque<(NodeId, f32)>,
+    /// Buffered rows not returned yet, farthest first (the next one is popped).
+    buffered: Vec<(f32, pg_sys::ItemPointerData)>,
+    /// Heap TIDs of every buffered row this scan saw.
+    buffered_tids: HashSet<(u32, u16)>,
 }
 
 /// `ambeginscan`.
@@ -51,6 +65,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
         started: false,
         returned: HashSet::new(),
         pending: VecDeque::new(),
+        buffered: Vec::new(),
+        buffered_tids: HashSet::new(),
     };
     let state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
     // SAFETY: `scan` was just allocated; opaque is ours.
@@ -80,6 +96,8 @@ pub unsafe extern "C-unwind" fn amrescan(
     state.started = false;
     state.returned.clear();
     state.pending.clear();
+    state.buffered.clear();
+    state.buffered_tids.clear();
     state.query = match key {
         Some(k) if k.sk_flags & pg_sys::SK_ISNULL as i32 == 0 => {
             let q = datum_vector(k.sk_argument);
@@ -99,7 +117,26 @@ pub unsafe extern "C-unwind" fn amrescan(
 /// Queues the search's results that were not returned yet, closest first.
 fn queue_new_results(state: &mut ScanState) {
     let ScanState { search, returned, pending, .. } = state;
-    pending.extend(search.results().map(|(id, _)| id).filter(|id| !returned.contains(id)));
+    pending.extend(search.results().filter(|(id, _)| !returned.contains(id)));
+}
+
+/// Reads the insert buffer's PENDING and LINKING rows with their distances to `query`.
+fn read_buffer(state: &mut ScanState, query: &[f32]) {
+    let meta = read_meta(state.store.index);
+    if meta.dims as usize != query.len() {
+        return;
+    }
+    let metric: Metric = meta.metric();
+    let ScanState { buffered, buffered_tids, .. } = state;
+    for block in insert_buffer::all_pages(state.store.index, &meta) {
+        insert_buffer::scan_entries(state.store.index, block, query.len(), |h, v| {
+            if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
+                let d = metric.rank_distance(v, query);
+                buffered.push((if d.is_nan() { f32::INFINITY } else { d }, tid_of(&h.tid)));
+            }
+        });
+    }
+    buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
 }
 
 /// `amgettuple`.
@@ -125,33 +162,64 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
 }
 
 fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointerData> {
-    if state.entry == NO_NODE {
-        return None;
-    }
     if !state.started {
         state.started = true;
+        read_buffer(state, query);
+        // The graph as it is now, after the buffer was read: entries merged meanwhile are
+        // in it (a merge may also have given an empty graph its entry point).
+        let meta = read_meta(state.store.index);
+        if meta.dims as usize == query.len() {
+            state.store = PageStore::new(state.store.index, &meta);
+            state.entry = meta.entry;
+        } else {
+            state.entry = NO_NODE;
+        }
         state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
-        state.search.start(&mut state.store, query, state.entry);
-        state.search.run(&mut state.store, query, state.list_size);
-        queue_new_results(state);
+        if state.entry != NO_NODE {
+            state.search.start(&mut state.store, query, state.entry);
+            state.search.run(&mut state.store, query, state.list_size);
+            queue_new_results(state);
+        }
     }
+    let has_graph = state.entry != NO_NODE;
     loop {
-        while let Some(id) = state.pending.pop_front() {
-            state.returned.insert(id);
-            let tid = state.store.read(id, |n| (!n.is_deleted()).then(|| n.heap_tid()));
-            if let Some(tid) = tid {
-                return Some(tid);
+        // Return the closer of the next graph row and the next buffered row.
+        let graph_next = state.pending.front().map(|&(_, d)| d);
+        let buffer_next = state.buffered.last().map(|&(d, _)| d);
+        match (graph_next, buffer_next) {
+            (Some(g), Some(b)) if b < g => return state.buffered.pop().map(|(_, tid)| tid),
+            (None, Some(_)) if !has_graph || !can_widen(state) => return state.buffered.pop().map(|(_, tid)| tid),
+            (Some(_), _) => {
+                let (id, _) = state.pending.pop_front()?;
+                if !state.returned.insert(id) {
+                    continue;
+                }
+                let buffered_tids = &state.buffered_tids;
+                let tid = state
+                    .store
+                    .read(id, |n| (!n.is_deleted() && !buffered_tids.contains(&tid_key(&n.heap_tid()))).then(|| n.heap_tid()));
+                if tid.is_some() {
+                    return tid;
+                }
+            }
+            (None, _) => {
+                if !has_graph || !can_widen(state) {
+                    return None;
+                }
+                pgrx::check_for_interrupts!();
+                let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
+                state.list_size = (state.list_size * 2).min(max);
+                state.search.run(&mut state.store, query, state.list_size);
+                queue_new_results(state);
             }
         }
-        let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
-        if state.list_size >= max || state.search.is_exhausted() {
-            return None;
-        }
-        pgrx::check_for_interrupts!();
-        state.list_size = (state.list_size * 2).min(max);
-        state.search.run(&mut state.store, query, state.list_size);
-        queue_new_results(state);
     }
+}
+
+/// Whether the graph search can be widened for more rows.
+fn can_widen(state: &ScanState) -> bool {
+    let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
+    state.list_size < max && !state.search.is_exhausted()
 }
 
 /// `amendscan`: the state goes with the scan's memory context.

@@ -12,6 +12,11 @@
 //! 5. Reachability: a live node left without a path from the entry point (its in-edges all
 //!    came from deleted nodes) is linked back from the closest reachable node with room.
 //!
+//! Before step 1, insert-buffer entries of dead rows are marked DEAD (never merged, never
+//! returned). VACUUM holds the index's merge lock from the start (see `merge`), so no merge
+//! runs beside it; at the end (`amvacuumcleanup`) it merges what the buffer holds, which is
+//! how the buffer drains when no background worker can be started.
+//!
 //! Every page change is WAL-logged with GenericXLog, one page lock at a time. A VACUUM that
 //! finds nothing to delete only reads the index (no page is written).
 
@@ -22,6 +27,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::insert::params_of;
+use super::merge::{lock_merge, merge_all};
+use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING, tid_of};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
 
@@ -64,11 +71,33 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let stats = stats_or_new(stats);
     // SAFETY: VACUUM passes a valid info with the open index.
     let index = unsafe { (*info).index };
+    lock_merge(index, true);
     let mut meta = read_meta(index);
     if meta.dims == 0 {
         return stats;
     }
     let mut store = PageStore::new(index, &meta);
+
+    // 0. Buffered entries of dead rows. (A LINKING entry's node is marked in step 1.)
+    let mut dead_entries = 0f64;
+    for block in insert_buffer::all_pages(index, &meta) {
+        delay_point();
+        insert_buffer::edit_entries(index, block, |headers| {
+            let mut changed = false;
+            for h in headers.iter_mut().filter(|h| h.state == PENDING || h.state == LINKING) {
+                let mut tid = tid_of(&h.tid);
+                // SAFETY: the callback and its state come from VACUUM for this index.
+                if callback.is_some_and(|cb| unsafe { cb(&mut tid, callback_state) }) {
+                    h.state = DEAD;
+                    changed = true;
+                    dead_entries += 1.0;
+                }
+            }
+            changed
+        });
+    }
+    // SAFETY: `stats` is valid (above).
+    unsafe { (*stats).tuples_removed += dead_entries };
 
     // 1. Mark. Pages are read under a share lock; only a page holding a dead row's node (or
     //    a node an unfinished VACUUM left deleted) is locked exclusively and rewritten.
@@ -233,7 +262,7 @@ fn any_live_node(store: &PageStore) -> Option<NodeId> {
     found
 }
 
-/// `amvacuumcleanup`: counts pages and live nodes.
+/// `amvacuumcleanup`: merges the insert buffer, then counts pages and live nodes.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amvacuumcleanup(
     info: *mut pg_sys::IndexVacuumInfo,
@@ -245,6 +274,8 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         return stats;
     }
     let stats = stats_or_new(stats);
+    lock_merge(index, true);
+    merge_all(index);
     let meta = read_meta(index);
     let mut live = 0f64;
     if meta.dims > 0 {

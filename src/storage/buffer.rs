@@ -46,10 +46,15 @@ impl Drop for ReadGuard {
 
 /// An exclusively locked page registered with GenericXLog: edit `page()`, then `commit()`
 /// to WAL-log the change; dropping without commit discards it (GenericXLogAbort).
+///
+/// Up to three more pages can join the same record ([`WriteGuard::also`],
+/// [`WriteGuard::also_extend`]), so that changes to several pages are logged and replayed
+/// atomically; callers take those locks in the order the lock protocol allows.
 pub struct WriteGuard {
     buf: pg_sys::Buffer,
     state: *mut pg_sys::GenericXLogState,
     page: *mut u8,
+    extra: Vec<pg_sys::Buffer>,
     done: bool,
 }
 
@@ -63,34 +68,32 @@ impl WriteGuard {
     /// Appends a new, exclusively locked page to `index` (under the relation extension
     /// lock) and starts a GenericXLog record that logs it as a full image.
     pub fn extend(index: pg_sys::Relation) -> WriteGuard {
-        // SAFETY: the relation extension lock serializes extenders of this index for the
-        // moment the block is added; RBM_ZERO_AND_LOCK returns the new block already locked,
-        // so no other backend can see it before it is initialized.
-        let buf = unsafe {
-            pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-            let buf = pg_sys::ReadBufferExtended(
-                index,
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                pg_sys::InvalidBlockNumber,
-                pg_sys::ReadBufferMode::RBM_ZERO_AND_LOCK,
-                std::ptr::null_mut(),
-            );
-            pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-            buf
-        };
+        let buf = new_block(index);
         Self::register(index, buf, true)
     }
 
     fn register(index: pg_sys::Relation, buf: pg_sys::Buffer, full_image: bool) -> WriteGuard {
-        let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
-        // SAFETY: `buf` is pinned and exclusively locked; GenericXLog hands back a working
-        // copy of its page that is written back (and logged) by GenericXLogFinish.
-        let (state, page) = unsafe {
-            let state = pg_sys::GenericXLogStart(index);
-            let page = pg_sys::GenericXLogRegisterBuffer(state, buf, flags);
-            (state, page as *mut u8)
-        };
-        WriteGuard { buf, state, page, done: false }
+        // SAFETY: GenericXLogStart allocates a record for this open index.
+        let state = unsafe { pg_sys::GenericXLogStart(index) };
+        let page = register_buffer(state, buf, full_image);
+        WriteGuard { buf, state, page, extra: Vec::new(), done: false }
+    }
+
+    /// Adds `block` (exclusively locked now) to this record; returns its working copy.
+    pub fn also(&mut self, index: pg_sys::Relation, block: u32) -> *mut u8 {
+        let buf = pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::BUFFER_LOCK_EXCLUSIVE);
+        self.extra.push(buf);
+        register_buffer(self.state, buf, false)
+    }
+
+    /// Adds a new page of `index` to this record (logged as a full image); returns its block
+    /// number and working copy.
+    pub fn also_extend(&mut self, index: pg_sys::Relation) -> (u32, *mut u8) {
+        let buf = new_block(index);
+        self.extra.push(buf);
+        // SAFETY: the buffer is pinned.
+        let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };
+        (block, register_buffer(self.state, buf, true))
     }
 
     /// The block number of the page.
@@ -104,13 +107,16 @@ impl WriteGuard {
         self.page
     }
 
-    /// WAL-logs the change and releases the page.
+    /// WAL-logs the change and releases the pages.
     pub fn commit(mut self) {
         self.done = true;
-        // SAFETY: state and buffer come from `register` and are still held.
+        // SAFETY: state and buffers come from `register`/`also` and are still held.
         unsafe {
             pg_sys::GenericXLogFinish(self.state);
             pg_sys::UnlockReleaseBuffer(self.buf);
+            for &b in &self.extra {
+                pg_sys::UnlockReleaseBuffer(b);
+            }
         }
     }
 }
@@ -118,12 +124,43 @@ impl WriteGuard {
 impl Drop for WriteGuard {
     fn drop(&mut self) {
         if !self.done && !std::thread::panicking() {
-            // SAFETY: nothing was committed; GenericXLogAbort discards the working copy.
+            // SAFETY: nothing was committed; GenericXLogAbort discards the working copies.
             unsafe {
                 pg_sys::GenericXLogAbort(self.state);
                 pg_sys::UnlockReleaseBuffer(self.buf);
+                for &b in &self.extra {
+                    pg_sys::UnlockReleaseBuffer(b);
+                }
             }
         }
+    }
+}
+
+/// Registers `buf` (pinned, exclusively locked) with `state`; returns its working copy,
+/// written back (and logged) by GenericXLogFinish.
+fn register_buffer(state: *mut pg_sys::GenericXLogState, buf: pg_sys::Buffer, full_image: bool) -> *mut u8 {
+    let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+    // SAFETY: `state` is an open record with room for this page (callers register at most
+    // MAX_GENERIC_XLOG_PAGES = 4), `buf` is pinned and exclusively locked.
+    unsafe { pg_sys::GenericXLogRegisterBuffer(state, buf, flags) as *mut u8 }
+}
+
+/// Appends a new block to `index` and returns it pinned and exclusively locked.
+fn new_block(index: pg_sys::Relation) -> pg_sys::Buffer {
+    // SAFETY: the relation extension lock serializes extenders of this index for the
+    // moment the block is added; RBM_ZERO_AND_LOCK returns the new block already locked,
+    // so no other backend can see it before it is initialized.
+    unsafe {
+        pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+        let buf = pg_sys::ReadBufferExtended(
+            index,
+            pg_sys::ForkNumber::MAIN_FORKNUM,
+            pg_sys::InvalidBlockNumber,
+            pg_sys::ReadBufferMode::RBM_ZERO_AND_LOCK,
+            std::ptr::null_mut(),
+        );
+        pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+        buf
     }
 }
 

@@ -8,13 +8,15 @@ pub const META_BLOCK: u32 = 0;
 /// "OMEN" in ASCII.
 pub const MAGIC: u32 = 0x4f4d_454e;
 /// Version of this layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Marks "no node" (an empty index has no entry point).
 pub const NO_NODE: NodeId = u32::MAX;
 /// Bytes of a page header (SizeOfPageHeaderData, MAXALIGN'd).
 pub const PAGE_HEADER: usize = 24;
 /// Bytes of a line pointer.
 pub const ITEM_ID: usize = 4;
+/// Marks "no page" in the buffer chains (InvalidBlockNumber).
+pub const NO_BLOCK: u32 = u32::MAX;
 /// At most this many nodes share a page (the offset must fit 8 bits of a NodeId).
 pub const MAX_NODES_PER_PAGE: usize = 255;
 /// Page size.
@@ -41,7 +43,29 @@ pub struct Meta {
     pub entry: NodeId,
     pub node_size: u32,
     pub nodes_per_page: u32,
-    pub reserved: [u32; 5],
+    /// The insert buffer (see `insert_buffer`): the segment inserts append to, as its last
+    /// page (NO_BLOCK while empty), its id and its page count.
+    pub buffer_tail: u32,
+    pub buffer_segment: u32,
+    pub buffer_pages: u32,
+    /// The sealed segment a merge is working through (NO_BLOCK when none).
+    pub merge_tail: u32,
+    pub merge_segment: u32,
+    pub merge_pages: u32,
+    /// Emptied buffer pages, chained through their `prev` links, for the next segments.
+    pub free_buffer_tail: u32,
+    /// The id the next segment gets.
+    pub next_segment: u32,
+    /// Segments merged into the graph since the index was built.
+    pub merges_done: u32,
+    /// Duration of the last merge of a whole segment, in milliseconds.
+    pub last_merge_ms: u32,
+    /// When the last merge of a whole segment ended (TimestampTz), 0 if never.
+    pub last_merge_end: i64,
+    /// Entries merged into the graph since the index was built.
+    pub merged_entries: u64,
+    /// When the merge segment was sealed (TimestampTz): its merge's start.
+    pub merge_sealed_at: i64,
 }
 
 impl Meta {

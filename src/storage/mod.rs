@@ -6,12 +6,17 @@
 //!   a pin and a share lock; a write guard holds an exclusive lock and a GenericXLog state
 //!   and WAL-logs its page on `commit`, or aborts on drop.
 //! - [`page_store`]: the PostgreSQL implementation of `omen_core::graph::GraphStore`.
+//! - [`insert_buffer`]: pages where inserts append entries for a background merge; its
+//!   module overview has the segment scheme and its own lock rules.
 //!
 //! # Lock protocol
 //!
 //! A backend holds at most one buffer content lock of this index at a time, except while
-//! extending the relation (the relation extension lock, then the new page) and when the
-//! metapage is updated after a node page (never the other way round). Every read or write of a
+//! extending the relation (the relation extension lock, then the new page), when the
+//! metapage is updated after a node page, and in the insert buffer's documented pairs
+//! (metapage, then a buffer page; node page, then a buffer page). Nobody waits for the
+//! metapage or a node page while holding a buffer page, nor for a node page while holding
+//! the metapage. Every read or write of a
 //! node takes the lock of its page, copies or edits the record, and releases it before the
 //! next page is touched. So there is no lock cycle, and no lock that serializes all writers:
 //! concurrent inserts only meet on the page they write. The price is that a neighbour list
@@ -20,5 +25,6 @@
 //! only at slots that exist, and deleted slots are skipped when read).
 
 pub mod buffer;
+pub mod insert_buffer;
 pub mod layout;
 pub mod page_store;

@@ -60,7 +60,7 @@ pub fn block_count(index: pg_sys::Relation) -> u32 {
 ///
 /// # Safety
 /// `page` must be a locked node page whose line pointer `offset` exists.
-unsafe fn record(page: *const u8, offset: u16) -> *mut u8 {
+pub(super) unsafe fn record(page: *const u8, offset: u16) -> *mut u8 {
     // SAFETY: line pointers follow the header; lp_off is the low 15 bits of the word.
     unsafe {
         let word = std::ptr::read_unaligned(page.add(PAGE_HEADER + ITEM_ID * (offset as usize - 1)).cast::<u32>());
@@ -74,8 +74,13 @@ fn page_is_new(page: *const u8) -> bool {
     unsafe { *(page.add(14).cast::<u16>()) == 0 }
 }
 
+/// Number of node records on `page` (none on an insert-buffer page).
+fn node_count(page: *const u8) -> usize {
+    if super::insert_buffer::is_buffer_page(page) { 0 } else { item_count(page) }
+}
+
 /// Number of line pointers on `page`.
-fn item_count(page: *const u8) -> usize {
+pub(super) fn item_count(page: *const u8) -> usize {
     // SAFETY: pd_lower is the u16 at offset 12 of every page header.
     let lower = unsafe { *(page.add(12).cast::<u16>()) } as usize;
     lower.saturating_sub(PAGE_HEADER) / ITEM_ID
@@ -215,6 +220,10 @@ impl PagePacker {
     }
 }
 
+/// Another page to change in the same WAL record as a new node: its block, and an edit of
+/// its working copy given the new node's id that returns false to write nothing.
+pub type Link<'a> = (u32, &'a mut dyn FnMut(*mut u8, NodeId) -> bool);
+
 /// The index as a graph store for search and insert.
 pub struct PageStore {
     pub index: pg_sys::Relation,
@@ -222,19 +231,58 @@ pub struct PageStore {
     pub metric: Metric,
     /// Liveness of the node whose distance was computed last: search asks right after.
     last_live: (NodeId, bool),
+    /// Vectors and liveness of the nodes read so far, when enabled ([`PageStore::cache_vectors`]).
+    cache: Option<VectorCache>,
 }
+
+/// Node vectors (and whether the node is live) kept in memory by a merge, which reads the
+/// same neighbourhoods again and again. Only valid while no VACUUM runs (it holds the merge
+/// lock, as every merger does): a node's vector never changes, and its liveness only
+/// changes under VACUUM.
+struct VectorCache {
+    map: std::collections::HashMap<NodeId, (Box<[f32]>, bool)>,
+    max_entries: usize,
+}
+
+/// Bytes of vectors a merge keeps in memory at most.
+const VECTOR_CACHE_BYTES: usize = 64 << 20;
 
 impl PageStore {
     pub fn new(index: pg_sys::Relation, meta: &Meta) -> PageStore {
         let layout = Layout::new(meta.dims as usize, meta.slack_degree as usize).expect("layout of an existing index");
-        PageStore { index, layout, metric: meta.metric(), last_live: (NO_NODE, false) }
+        PageStore { index, layout, metric: meta.metric(), last_live: (NO_NODE, false), cache: None }
+    }
+
+    /// Keeps the vectors read from now on in memory (up to 64 MiB, then starts over). For
+    /// a merge, which holds the merge lock: see [`VectorCache`].
+    pub fn cache_vectors(&mut self) {
+        let max_entries = (VECTOR_CACHE_BYTES / (4 * self.layout.dims.max(1) + 32)).max(1);
+        self.cache = Some(VectorCache { map: Default::default(), max_entries });
+    }
+
+    /// Runs `f` on node `id`'s vector and liveness, from the cache when it is enabled.
+    fn with_vector<R>(&mut self, id: NodeId, f: impl FnOnce(&[f32], bool) -> R) -> R {
+        let Some(cache) = self.cache.as_mut() else {
+            return self.read(id, |n| f(n.vector, !n.is_deleted()));
+        };
+        if let Some((v, live)) = cache.map.get(&id) {
+            return f(v, *live);
+        }
+        let (v, live) = self.read(id, |n| (Box::<[f32]>::from(&*n.vector), !n.is_deleted()));
+        let r = f(&v, live);
+        let cache = self.cache.as_mut().expect("enabled above");
+        if cache.map.len() >= cache.max_entries {
+            cache.map.clear();
+        }
+        cache.map.insert(id, (v, live));
+        r
     }
 
     /// Runs `f` on node `id` under a share lock.
     pub fn read<R>(&self, id: NodeId, f: impl FnOnce(&NodeRef) -> R) -> R {
         let (block, offset) = node_location(id);
         let guard = ReadGuard::new(self.index, block);
-        if offset as usize > item_count(guard.page()) {
+        if offset as usize > node_count(guard.page()) {
             pgrx::error!("omen index \"{}\" is corrupt: node {id} does not exist", index_name(self.index));
         }
         // SAFETY: the page is share-locked by `guard` for the duration of `f`, offset checked.
@@ -246,7 +294,7 @@ impl PageStore {
     pub fn write(&self, id: NodeId, f: impl FnOnce(&mut NodeRef) -> bool) {
         let (block, offset) = node_location(id);
         let guard = WriteGuard::new(self.index, block);
-        if offset as usize > item_count(guard.page()) {
+        if offset as usize > node_count(guard.page()) {
             pgrx::error!("omen index \"{}\" is corrupt: node {id} does not exist", index_name(self.index));
         }
         // SAFETY: the working copy is exclusively ours until commit or drop.
@@ -259,10 +307,25 @@ impl PageStore {
     /// Stores a new node (no neighbours yet): in a free slot that VACUUM recorded in the
     /// free space map, else on the last page, else on a new page; WAL-logged. Returns its id.
     pub fn append(&self, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> NodeId {
+        self.append_linked(tid, vector, &[], None).expect("no link to refuse")
+    }
+
+    /// Like [`PageStore::append`], with out-neighbours, and with `link`: another page to
+    /// change in the same WAL record (the insert buffer entry the node is merged from), so
+    /// that both changes survive a crash or neither does. The node page is locked first,
+    /// then the linked page. Returns None, writing nothing, when the link's edit refuses.
+    pub fn append_linked(
+        &self,
+        tid: &pg_sys::ItemPointerData,
+        vector: &[f32],
+        neighbors: &[NodeId],
+        mut link: Option<Link>,
+    ) -> Option<NodeId> {
         let mut rec = vec![0u8; self.layout.node_size];
-        fill_record(&mut rec, &self.layout, tid, &[], vector);
-        if let Some(id) = self.reuse_free_slot(&rec) {
-            return id;
+        let n = neighbors.len().min(self.layout.slack_degree);
+        fill_record(&mut rec, &self.layout, tid, &neighbors[..n], vector);
+        if let Some(done) = self.reuse_free_slot(&rec, &mut link) {
+            return done;
         }
         let last = block_count(self.index) - 1;
         if last > META_BLOCK {
@@ -271,22 +334,35 @@ impl PageStore {
                 // A block added by an extension that a crash cut short: initialize it here.
                 init_page(guard.page());
             }
-            if let Some(off) = add_record(guard.page(), &rec, &self.layout) {
-                let id = node_id(guard.block(), off);
-                guard.commit();
-                return id;
+            if !super::insert_buffer::is_buffer_page(guard.page()) {
+                if let Some(off) = add_record(guard.page(), &rec, &self.layout) {
+                    let id = node_id(guard.block(), off);
+                    return self.commit_new(guard, id, &mut link);
+                }
             }
         }
         let guard = WriteGuard::extend(self.index);
         init_page(guard.page());
         let off = add_record(guard.page(), &rec, &self.layout).expect("an empty page holds a node");
         let id = node_id(guard.block(), off);
-        guard.commit();
-        id
+        self.commit_new(guard, id, &mut link)
     }
 
-    /// Writes `rec` over a free slot of a page the free space map offers, if any.
-    fn reuse_free_slot(&self, rec: &[u8]) -> Option<NodeId> {
+    /// Applies `link` to the record of the new node `id` held by `guard`, and commits both.
+    fn commit_new(&self, mut guard: WriteGuard, id: NodeId, link: &mut Option<Link>) -> Option<NodeId> {
+        if let Some((block, edit)) = link.as_mut() {
+            let page = guard.also(self.index, *block);
+            if !edit(page, id) {
+                return None;
+            }
+        }
+        guard.commit();
+        Some(id)
+    }
+
+    /// Writes `rec` over a free slot of a page the free space map offers, if any: Some of
+    /// what [`PageStore::commit_new`] returned, or None when there was no free slot.
+    fn reuse_free_slot(&self, rec: &[u8], link: &mut Option<Link>) -> Option<Option<NodeId>> {
         loop {
             // Only free slots are ever recorded, so any recorded space means one; asking for
             // a whole node_size would miss pages with one slot (the FSM rounds down).
@@ -299,7 +375,7 @@ impl PageStore {
             let page = guard.page();
             let mut slot = None;
             let mut free = 0usize;
-            for off in 1..=item_count(page) as u16 {
+            for off in 1..=node_count(page) as u16 {
                 // SAFETY: exclusively locked working copy, offset within its line pointers.
                 let node = unsafe { node_at(page, off, &self.layout) };
                 if node.is_free() {
@@ -310,18 +386,18 @@ impl PageStore {
                     }
                 }
             }
-            let id = slot.map(|off| {
-                // SAFETY: the record at `off` is node_size bytes on the locked working copy.
-                unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), record(page, off), rec.len()) };
-                node_id(block, off)
-            });
-            if id.is_some() {
-                guard.commit();
+            let Some(off) = slot else {
+                drop(guard);
+                record_free_slots(self.index, block, 0, &self.layout);
+                continue;
+            };
+            // SAFETY: the record at `off` is node_size bytes on the locked working copy.
+            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), record(page, off), rec.len()) };
+            let done = self.commit_new(guard, node_id(block, off), link);
+            if done.is_some() {
+                record_free_slots(self.index, block, free, &self.layout);
             }
-            record_free_slots(self.index, block, free, &self.layout);
-            if id.is_some() {
-                return id;
-            }
+            return Some(done);
         }
     }
 
@@ -329,7 +405,7 @@ impl PageStore {
     pub fn for_each_node(&self, mut f: impl FnMut(NodeId, &NodeRef)) {
         for block in 1..block_count(self.index) {
             let guard = ReadGuard::new(self.index, block);
-            for off in 1..=item_count(guard.page()) as u16 {
+            for off in 1..=node_count(guard.page()) as u16 {
                 // SAFETY: share-locked page, offset within its line pointers.
                 let node = unsafe { node_at(guard.page(), off, &self.layout) };
                 f(node_id(block, off), &node);
@@ -348,7 +424,7 @@ impl PageStore {
     /// Edits the nodes of `block` under its exclusive lock; WAL-logs the page if `f` returns true.
     pub fn edit_page(&self, block: u32, f: impl FnOnce(u32, &mut [NodeRef]) -> bool) {
         let guard = WriteGuard::new(self.index, block);
-        let count = item_count(guard.page()) as u16;
+        let count = node_count(guard.page()) as u16;
         // SAFETY: exclusively locked working copy; offsets within its line pointers, and
         // each record is a distinct, non-overlapping part of the page.
         let mut nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
@@ -361,7 +437,7 @@ impl PageStore {
     /// Reads the nodes of `block` under its share lock.
     pub fn read_page<R>(&self, block: u32, f: impl FnOnce(&[NodeRef]) -> R) -> R {
         let guard = ReadGuard::new(self.index, block);
-        let count = item_count(guard.page()) as u16;
+        let count = node_count(guard.page()) as u16;
         // SAFETY: share-locked page, offsets within its line pointers; only read through.
         let nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
         f(&nodes)
@@ -382,7 +458,7 @@ impl PageStore {
 impl GraphStore for PageStore {
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
         let metric = self.metric;
-        let (d, live) = self.read(id, |n| (metric.rank_distance(n.vector, query), !n.is_deleted()));
+        let (d, live) = self.with_vector(id, |v, live| (metric.rank_distance(v, query), live));
         self.last_live = (id, live);
         if d.is_nan() { f32::INFINITY } else { d }
     }
@@ -394,7 +470,7 @@ impl GraphStore for PageStore {
 
     fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
         out.clear();
-        self.read(id, |n| out.extend_from_slice(n.vector));
+        self.with_vector(id, |v, _| out.extend_from_slice(v));
     }
 
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
@@ -413,6 +489,6 @@ impl GraphStore for PageStore {
         if self.last_live.0 == id {
             return self.last_live.1;
         }
-        self.read(id, |n| !n.is_deleted())
+        self.with_vector(id, |_, live| live)
     }
 }

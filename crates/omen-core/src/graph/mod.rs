@@ -15,7 +15,8 @@
 //!   and its visited set is sized by the search, not by the graph.
 //! - [`robust_prune`]: DiskANN's Algorithm 2, the rule that picks diverse neighbours.
 //! - [`insert`]: adds one node in place (search, prune, back-edges), the path of
-//!   `INSERT` into an existing index.
+//!   `INSERT` into an existing index; [`choose_neighbors`] and [`add_back_edges`] are its
+//!   two halves, which the insert buffer's merge runs separately.
 //! - [`repair_deleted`]: in-place delete repair (IP-DiskANN): reconnects the in-neighbours
 //!   of a deleted node before VACUUM frees it; [`replacement_entry`] replaces a deleted
 //!   entry point.
@@ -46,7 +47,7 @@ use crate::distance::Metric;
 pub use build::{BuiltGraph, build};
 pub use delete::{RepairStats, repair_deleted, replacement_entry};
 pub use memory::MemoryStore;
-pub use prune::{insert, robust_prune};
+pub use prune::{add_back_edges, choose_neighbors, insert, robust_prune};
 pub use search::BeamSearch;
 
 /// Index of a node (a stored vector) in the graph. `u32::MAX` is reserved.

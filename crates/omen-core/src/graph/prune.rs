@@ -115,16 +115,9 @@ pub fn robust_prune<S: GraphStore>(
 }
 
 /// Insert node `id` (whose vector is `vec`, already stored, with an empty neighbour list)
-/// into the graph in place: beam search from `entry` with `build_list_size`, RobustPrune
-/// the visited set into its out-edges, then add back-edges to each out-neighbour, pruning
-/// that neighbour with RobustPrune (back to `R`) when its list would exceed
-/// [`GraphParams::slack_degree`]. Uses only [`GraphStore`], so the PostgreSQL page store
-/// can run it. If `id == entry` (the first node of an empty graph) there is nothing to do.
-///
-/// Nodes that are not live ([`GraphStore::is_live`]) are searched through but never chosen
-/// as out-neighbours, so they never get a back-edge either: no new edge points at or is
-/// written into a deleted node. (If the search finds no live node at all, `id` is left
-/// without edges and should become the entry point.)
+/// into the graph in place: [`choose_neighbors`], store them, then [`add_back_edges`].
+/// Uses only [`GraphStore`], so the PostgreSQL page store can run it. If `id == entry`
+/// (the first node of an empty graph) there is nothing to do.
 pub fn insert<S: GraphStore>(
     store: &mut S,
     id: NodeId,
@@ -136,41 +129,58 @@ pub fn insert<S: GraphStore>(
     if id == entry {
         return;
     }
+    let mut current = Vec::new();
+    store.neighbors(id, &mut current);
+    let extra: Vec<(NodeId, f32)> = current.iter().map(|&q| (q, store.distance(q, vec))).collect();
+    let out = choose_neighbors(store, id, vec, entry, &extra, params, search);
+    store.set_neighbors(id, &out);
+    add_back_edges(store, id, &out, params);
+}
+
+/// The out-edges a node `id` with vector `vec` should get (no write): beam search from
+/// `entry` with `build_list_size`, then RobustPrune over the visited set plus `extra`
+/// candidates (id, rank distance to `vec`), e.g. the node's current neighbours or the
+/// other members of a batch being merged. `id` may be a node not stored yet (any id that
+/// is not in the graph, such as `u32::MAX`).
+///
+/// Nodes that are not live ([`GraphStore::is_live`]) are searched through but never chosen,
+/// so they never get a back-edge either: no new edge points at or is written into a
+/// deleted node. (If the search finds no live node at all, the result is empty and the
+/// node should become the entry point.)
+pub fn choose_neighbors<S: GraphStore>(
+    store: &mut S,
+    id: NodeId,
+    vec: &[f32],
+    entry: NodeId,
+    extra: &[(NodeId, f32)],
+    params: &GraphParams,
+    search: &mut BeamSearch,
+) -> Vec<NodeId> {
     search.start(store, vec, entry);
     search.run(store, vec, params.build_list_size);
     let mut candidates: Vec<(NodeId, f32)> = search.visited().to_vec();
-    let mut buf = Vec::new();
-    store.neighbors(id, &mut buf);
-    for &q in &buf {
-        candidates.push((q, store.distance(q, vec)));
-    }
+    candidates.extend_from_slice(extra);
     // Deleted nodes are traversed but never linked to: they are about to be freed.
-    candidates.retain(|&(q, _)| store.is_live(q));
-    let out = robust_prune(store, id, vec, &mut candidates, params.alpha, params);
-    store.set_neighbors(id, &out);
-    add_back_edges(store, id, &out, params, &mut buf, &mut candidates);
+    candidates.retain(|&(q, _)| q != id && store.is_live(q));
+    robust_prune(store, id, vec, &mut candidates, params.alpha, params)
 }
 
 /// Add the edge `j -> id` for every `j` in `out`, pruning `j`'s list to `R` when it would
-/// exceed the slack degree.
-fn add_back_edges<S: GraphStore>(
-    store: &mut S,
-    id: NodeId,
-    out: &[NodeId],
-    params: &GraphParams,
-    list: &mut Vec<NodeId>,
-    candidates: &mut Vec<(NodeId, f32)>,
-) {
+/// exceed the slack degree. An edge already there is left alone, so a merge interrupted by
+/// a crash can run it again (a second prune may pick a different list, still within the degree bound).
+pub fn add_back_edges<S: GraphStore>(store: &mut S, id: NodeId, out: &[NodeId], params: &GraphParams) {
     let slack = params.slack_degree();
     let mut j_vec = Vec::new();
+    let mut list = Vec::new();
+    let candidates = &mut Vec::new();
     for &j in out {
-        store.neighbors(j, list);
+        store.neighbors(j, &mut list);
         if list.contains(&id) {
             continue;
         }
         if list.len() < slack {
             list.push(id);
-            store.set_neighbors(j, list);
+            store.set_neighbors(j, &list);
             continue;
         }
         store.vector(j, &mut j_vec);

@@ -106,17 +106,23 @@ fn build_inner_product_and_l1() {
     }
 }
 
-#[test]
-fn insert_twenty_percent_keeps_recall_and_invariants() {
+/// A graph built on 80% of `N` clustered rows: (store, entry, params, rows to add, queries).
+fn eighty_percent_built() -> (MemoryStore, NodeId, GraphParams, Vec<f32>, Vec<f32>) {
     let mut data = clustered(N + 200, DIM, 20, 11);
     let queries = data.split_off(N * DIM);
     let p = params(Metric::L2);
-    let base = N * 8 / 10;
-    let g = build_quiet(&data[..base * DIM], DIM, &p, 5);
+    let rest = data.split_off(N * 8 / 10 * DIM);
+    let g = build_quiet(&data, DIM, &p, 5);
     let entry = g.entry;
-    let mut store = MemoryStore::from_graph(data[..base * DIM].to_vec(), DIM, p.metric, g);
+    (MemoryStore::from_graph(data, DIM, p.metric, g), entry, p, rest, queries)
+}
+
+#[test]
+fn insert_twenty_percent_keeps_recall_and_invariants() {
+    let (mut store, entry, p, rest, queries) = eighty_percent_built();
+    let base = store.len();
     let mut search = BeamSearch::new();
-    for row in data[base * DIM..].chunks_exact(DIM) {
+    for row in rest.chunks_exact(DIM) {
         let id = store.push(row);
         insert(&mut store, id, row, entry, &p, &mut search);
     }
@@ -128,6 +134,40 @@ fn insert_twenty_percent_keeps_recall_and_invariants() {
     }
     let r = recall_at_10(&mut store, entry, &queries, 10);
     assert!(r >= 0.95, "recall@10 after inserts = {r}");
+}
+
+/// The insert buffer's merge: a batch's nodes get their out-edges first (the search plus the
+/// batch members placed so far as candidates), the back-edges of the whole batch after.
+#[test]
+fn batched_merge_keeps_recall_and_invariants() {
+    let (mut store, entry, p, rest, queries) = eighty_percent_built();
+    let mut search = BeamSearch::new();
+    let rows: Vec<&[f32]> = rest.chunks_exact(DIM).collect();
+    for batch in rows.chunks(64) {
+        let mut placed: Vec<(NodeId, &[f32])> = Vec::new();
+        let mut links = Vec::new();
+        for row in batch {
+            let extra: Vec<(NodeId, f32)> = placed.iter().map(|&(id, v)| (id, p.metric.rank_distance(v, row))).collect();
+            let out = choose_neighbors(&mut store, NodeId::MAX, row, entry, &extra, &p, &mut search);
+            assert!(!out.is_empty() && out.len() <= p.max_neighbors);
+            let id = store.push(row);
+            store.set_neighbors(id, &out);
+            placed.push((id, row));
+            links.push((id, out));
+        }
+        for (id, out) in &links {
+            add_back_edges(&mut store, *id, out, &p);
+        }
+        // A merge resumed after a crash runs the back-edges of LINKING entries again: the
+        // graph stays valid (edges already there are not added twice).
+        for (id, out) in links.iter().take(8) {
+            add_back_edges(&mut store, *id, out, &p);
+        }
+    }
+    assert_eq!(store.len(), N);
+    check_invariants(store.adjacency(), entry, p.slack_degree());
+    let r = recall_at_10(&mut store, entry, &queries, 10);
+    assert!(r >= 0.95, "recall@10 after batched merges = {r}");
 }
 
 #[test]

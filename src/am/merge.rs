@@ -1,0 +1,170 @@
+//! Merging the insert buffer into the graph.
+//!
+//! A merge works through the merge segment (see `storage::insert_buffer`) in batches of
+//! about [`BATCH`] entries. For each pending entry of a batch it searches the graph
+//! (`choose_neighbors`, with the batch's entries placed so far as extra candidates, so
+//! entries that arrived together find each other), then writes the node with its
+//! out-edges and marks the entry LINKING in one WAL record. Then it adds the back-edges of
+//! the whole batch and marks the batch's entries MERGED, page by page. When the segment is
+//! done its pages go to the free list; if the append segment has entries it is sealed and
+//! merged next.
+//!
+//! One merge runs at a time per index: every merger holds the heavyweight lock on the
+//! index's pseudo-page [`MERGE_LOCK_BLOCK`] (a `LockPage` lock, released at the end of the
+//! transaction at the latest). The background worker takes it without waiting and exits
+//! if somebody else has it; `omen_flush`, VACUUM and an insert past the buffer's hard cap
+//! wait for it. VACUUM holds it for its whole run, so it never sees a merge half done.
+
+use omen_core::graph::{self, BeamSearch, NodeId};
+use pgrx::pg_sys;
+
+use super::insert::params_of;
+use crate::storage::insert_buffer::{self, Entry, LINKING, MERGED, PENDING};
+use crate::storage::layout::*;
+use crate::storage::page_store::{PageStore, read_meta, update_meta};
+
+/// The pseudo block number whose page lock stands for "merging this index".
+pub const MERGE_LOCK_BLOCK: u32 = u32::MAX - 1;
+/// Entries merged together (their back-edges are added together).
+pub const BATCH: usize = 64;
+
+/// Takes the merge lock of `index`, waiting for it or not; returns whether it is held.
+pub fn lock_merge(index: pg_sys::Relation, wait: bool) -> bool {
+    let mode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: a heavyweight lock on a pseudo page of an open relation; it is released by
+    // `unlock_merge` or at the end of the transaction.
+    unsafe {
+        if wait {
+            pg_sys::LockPage(index, MERGE_LOCK_BLOCK, mode);
+            true
+        } else {
+            pg_sys::ConditionalLockPage(index, MERGE_LOCK_BLOCK, mode)
+        }
+    }
+}
+
+/// Releases the merge lock taken by `lock_merge`.
+pub fn unlock_merge(index: pg_sys::Relation) {
+    // SAFETY: the caller holds the lock (lock_merge returned true).
+    unsafe { pg_sys::UnlockPage(index, MERGE_LOCK_BLOCK, pg_sys::ExclusiveLock as pg_sys::LOCKMODE) };
+}
+
+/// Where a merge of one segment is, so that a worker can go on from batch to batch (and
+/// transaction to transaction) without walking the segment again.
+pub struct MergeCursor {
+    segment: u32,
+    pages: Vec<u32>,
+    next: usize,
+}
+
+/// Merges entries until about `budget` were merged or the buffer is empty; at most
+/// `max_seals` times it seals the append segment to go on with it. The caller holds the
+/// merge lock. Returns the entries merged.
+pub fn merge_some(index: pg_sys::Relation, cursor: &mut Option<MergeCursor>, budget: usize, mut max_seals: usize) -> usize {
+    let mut done = 0;
+    let mut store = PageStore::new(index, &read_meta(index));
+    store.cache_vectors();
+    loop {
+        let meta = read_meta(index);
+        if meta.merge_tail == NO_BLOCK {
+            *cursor = None;
+            if max_seals == 0 || !insert_buffer::seal(index) {
+                return done;
+            }
+            max_seals -= 1;
+            continue;
+        }
+        let c = match cursor {
+            Some(c) if c.segment == meta.merge_segment => c,
+            _ => cursor.insert(MergeCursor {
+                segment: meta.merge_segment,
+                pages: insert_buffer::segment_pages(index, meta.merge_tail, meta.merge_segment),
+                next: 0,
+            }),
+        };
+        while c.next < c.pages.len() && done < budget {
+            let first = c.next;
+            let mut batch = Vec::new();
+            while c.next < c.pages.len() && batch.len() < BATCH {
+                let keep = |h: &insert_buffer::EntryHeader| h.state == PENDING || h.state == LINKING;
+                batch.extend(insert_buffer::read_entries(index, c.pages[c.next], meta.dims as usize, keep));
+                c.next += 1;
+            }
+            merge_batch(&mut store, &batch);
+            for &block in &c.pages[first..c.next] {
+                insert_buffer::edit_entries(index, block, |headers| {
+                    let mut changed = false;
+                    for h in headers.iter_mut().filter(|h| h.state == LINKING) {
+                        h.state = MERGED;
+                        changed = true;
+                    }
+                    changed
+                });
+            }
+            done += batch.len();
+            pgrx::check_for_interrupts!();
+        }
+        if c.next < c.pages.len() {
+            return done;
+        }
+        insert_buffer::release_merged(index, c.segment, &c.pages);
+        *cursor = None;
+        if done >= budget {
+            return done;
+        }
+    }
+}
+
+/// Merges everything buffered now (the merge segment, then the append segment once);
+/// returns the entries merged. The caller holds the merge lock.
+pub fn merge_all(index: pg_sys::Relation) -> usize {
+    merge_some(index, &mut None, usize::MAX, 1)
+}
+
+/// Adds the entries of one batch to the graph: nodes with out-edges first (each atomically
+/// with its entry's move to LINKING), then the back-edges of all of them.
+fn merge_batch(store: &mut PageStore, batch: &[Entry]) {
+    let index = store.index;
+    let mut meta = read_meta(index);
+    let params = params_of(&meta);
+    let metric = meta.metric();
+    let mut search = BeamSearch::new();
+    let mut placed: Vec<(NodeId, usize)> = Vec::new();
+    let mut links: Vec<(NodeId, Vec<NodeId>)> = Vec::new();
+    for (i, e) in batch.iter().enumerate() {
+        let node = if e.header.state == PENDING {
+            let extra: Vec<(NodeId, f32)> =
+                placed.iter().map(|&(id, j)| (id, metric.rank_distance(&batch[j].vector, &e.vector))).collect();
+            let out = if meta.entry == NO_NODE {
+                Vec::new()
+            } else {
+                graph::choose_neighbors(store, NO_NODE, &e.vector, meta.entry, &extra, &params, &mut search)
+            };
+            let mut mark = |page: *mut u8, id: NodeId| insert_buffer::mark_linking(page, e.offset, id);
+            let Some(id) = store.append_linked(&e.heap_tid(), &e.vector, &out, Some((e.block, &mut mark))) else {
+                continue;
+            };
+            links.push((id, out));
+            id
+        } else {
+            // LINKING: the node was written by a merge that stopped before its back-edges.
+            let id = e.header.node;
+            let mut out = Vec::new();
+            graph::GraphStore::neighbors(store, id, &mut out);
+            links.push((id, out));
+            id
+        };
+        if meta.entry == NO_NODE {
+            update_meta(index, |m| {
+                if m.entry == NO_NODE {
+                    m.entry = node;
+                }
+            });
+            meta = read_meta(index);
+        }
+        placed.push((node, i));
+    }
+    for (id, out) in &links {
+        graph::add_back_edges(store, *id, out, &params);
+    }
+}

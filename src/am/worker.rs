@@ -1,0 +1,136 @@
+//! The background merge worker.
+//!
+//! An insert that finds the insert buffer past `buffer_threshold` (or a merge segment left
+//! waiting) starts a dynamic background worker for that index, unless a merge is running
+//! already (its merge lock is taken). Dynamic registration needs no
+//! `shared_preload_libraries`; with omendb preloaded the insert asks the one launcher
+//! (`launcher`) instead, which starts the workers for every database. The worker connects to the index's database and merges in
+//! short transactions of [`WORKER_BUDGET`] entries, taking the index's merge lock without
+//! waiting in each, until the buffer is empty. Between transactions it holds no lock, so
+//! DROP INDEX, REINDEX, TRUNCATE or ALTER wait at most for one such transaction; when the
+//! index is gone (or no longer an omen index) the worker exits. SIGTERM (shutdown,
+//! `pg_terminate_backend`) stops it between transactions; an interrupted merge resumes from
+//! its entries' states.
+//!
+//! When no worker can be started (`max_worker_processes` exhausted) the buffer waits for
+//! VACUUM or `omen_flush`, and an insert past the hard cap merges a batch itself.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_sys;
+
+use super::merge::{MergeCursor, lock_merge, merge_some, unlock_merge};
+use crate::storage::page_store::index_name;
+
+/// Entries a worker merges per transaction.
+pub const WORKER_BUDGET: usize = 256;
+
+/// A backend starts at most one worker per index in this interval: a worker that was just
+/// started does not hold the merge lock yet, and without the pause every page an insert
+/// fills meanwhile would start another (they would find the lock taken and exit).
+const RELAUNCH_PAUSE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Whether this backend already logged that it could not start a worker.
+    static LAUNCH_FAILURE_LOGGED: Cell<bool> = const { Cell::new(false) };
+    /// When this backend last started a worker, per index OID.
+    static LAST_LAUNCH: RefCell<HashMap<u32, Instant>> = RefCell::new(HashMap::new());
+}
+
+/// Starts a merge worker for `index` unless a merge is running. Never waits.
+pub fn request_merge(index: pg_sys::Relation) {
+    // SAFETY: an open relation's rd_id, and this backend's database.
+    let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
+    let recent = LAST_LAUNCH.with_borrow(|l| l.get(&oid.to_u32()).is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE));
+    if recent || !lock_merge(index, false) {
+        return; // a merge is running (or about to); it goes on until the buffer is empty
+    }
+    unlock_merge(index);
+    LAST_LAUNCH.with_borrow_mut(|l| l.insert(oid.to_u32(), Instant::now()));
+    if super::launcher::request(db, oid) {
+        return; // the launcher (omendb preloaded) starts the worker
+    }
+    let name = index_name(index);
+    if start_worker(db, oid, &name).is_err() && !LAUNCH_FAILURE_LOGGED.replace(true) {
+        pgrx::log!(
+            "omen index \"{name}\": could not start a merge worker (max_worker_processes is exhausted); \
+             VACUUM or omen_flush() will merge its insert buffer"
+        );
+    }
+}
+
+/// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
+/// index in the worker's process title).
+pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> Result<(), ()> {
+    BackgroundWorkerBuilder::new(&format!("omen merge of {label}"))
+        .set_type("omen merge worker")
+        .set_library("omendb")
+        .set_function("omen_merge_worker_main")
+        .set_argument(Some(pg_sys::Datum::from(index.to_u32())))
+        .set_extra(&db.to_u32().to_string())
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .load_dynamic()
+        .map(|_| ())
+        .map_err(|_| ())
+}
+
+/// The worker's entry point (`bgw_function_name`): merges the insert buffer of the index
+/// whose OID is `arg`, in the database whose OID is `bgw_extra`.
+#[pgrx::pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
+    let index_oid = pg_sys::Oid::from(arg.value() as u32);
+    let db = pg_sys::Oid::from(BackgroundWorker::get_extra().parse::<u32>().unwrap_or(0));
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    let mut cursor: Option<MergeCursor> = None;
+    let mut named = false;
+    while !BackgroundWorker::sigterm_received() {
+        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursor, &mut named));
+        if !BackgroundWorker::transaction(step) {
+            break;
+        }
+    }
+}
+
+/// One transaction of merging; false when the worker should exit (nothing left, index
+/// gone, or another merge holds the lock).
+fn merge_step(index_oid: pg_sys::Oid, cursor: &mut Option<MergeCursor>, named: &mut bool) -> bool {
+    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: try_relation_open returns NULL when the relation no longer exists.
+    let index = unsafe { pg_sys::try_relation_open(index_oid, lockmode) };
+    if index.is_null() {
+        return false;
+    }
+    // SAFETY: an open relation's rd_rel; get_am_name returns a palloc'd name or NULL.
+    let is_omen = unsafe {
+        let rel = &*(*index).rd_rel;
+        let am = pg_sys::get_am_name(rel.relam);
+        rel.relkind == pg_sys::RELKIND_INDEX as std::ffi::c_char && !am.is_null() && std::ffi::CStr::from_ptr(am) == c"omen"
+    };
+    let mut more = false;
+    if is_omen {
+        if !*named {
+            *named = true;
+            let name = CString::new(format!("omen merge: {}", index_name(index))).unwrap_or_default();
+            let activity = CString::new(format!("merging the insert buffer of index {}", index_name(index))).unwrap_or_default();
+            // SAFETY: both strings are copied by the callees.
+            unsafe {
+                pg_sys::pgstat_report_appname(name.as_ptr());
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
+            }
+        }
+        if lock_merge(index, false) {
+            more = merge_some(index, cursor, super::worker::WORKER_BUDGET, usize::MAX) > 0;
+        }
+    }
+    // SAFETY: opened above with this lock mode; the lock is kept to the end of the
+    // transaction, which follows at once.
+    unsafe { pg_sys::relation_close(index, lockmode) };
+    more
+}

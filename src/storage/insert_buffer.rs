@@ -1,0 +1,390 @@
+//! The insert buffer: pages of the index where `INSERT` appends (vector, heap TID) entries
+//! for a background merge to add to the graph later.
+//!
+//! # Segments
+//!
+//! Buffer pages form chains, each page pointing at the page before it (`prev`). A chain is a
+//! *segment* with an id stored in each of its pages. The metapage names two:
+//!
+//! - the *append segment* (`buffer_tail`): inserts add entries to its last page, and add a
+//!   page when that one is full;
+//! - the *merge segment* (`merge_tail`): a sealed former append segment that a merge is
+//!   working through. No insert ever writes to it (double buffering).
+//!
+//! [`seal`] turns the append segment into the merge segment (and marks its last page
+//! sealed, in the same WAL record, so an insert that read the metapage just before sees it
+//! must go elsewhere). When every entry of the merge segment is merged, [`release_merged`]
+//! puts its pages on the free list that new segments take pages from.
+//!
+//! # Entries
+//!
+//! Fixed-size records: heap TID, state, node id, vector. States move one way:
+//! `PENDING` → `LINKING` (the node is in the graph with its out-edges; written in the same
+//! WAL record as the node) → `MERGED` (back-edges added). VACUUM marks dead rows' entries
+//! `DEAD`. Scans return `PENDING` and `LINKING` entries by exact distance, so a row is
+//! never missing, and skip graph nodes whose TID they already took from the buffer, so it
+//! is never returned twice. A crash leaves each entry in one state; a merge picks
+//! `PENDING` entries up from the start and `LINKING` ones at their back-edges.
+//!
+//! # Locks
+//!
+//! One buffer page at a time, except: the metapage, then one buffer page (new segment page,
+//! sealing, releasing), and a node page, then the buffer page whose entry it merges. Nobody
+//! waits for the metapage or a node page while holding a buffer page, so there is no cycle.
+
+use pgrx::pg_sys;
+
+use super::buffer::{ReadGuard, WriteGuard};
+use super::layout::*;
+use super::page_store::{item_count, read_meta, record};
+
+/// Identifies a buffer page (in its special area).
+const BUFFER_MAGIC: u16 = 0x0b0f;
+/// Page flag: the last page of a sealed segment, closed to appends.
+const SEALED: u16 = 1;
+
+/// Entry states.
+pub const PENDING: u8 = 0;
+pub const LINKING: u8 = 1;
+pub const MERGED: u8 = 2;
+pub const DEAD: u8 = 3;
+
+/// The special area at the end of every buffer page (node pages have none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BufferOpaque {
+    segment: u32,
+    prev: u32,
+    flags: u16,
+    magic: u16,
+    reserved: u32,
+}
+
+const OPAQUE_SIZE: usize = std::mem::size_of::<BufferOpaque>();
+
+/// The fixed header of an entry; the vector follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EntryHeader {
+    pub tid: [u16; 3],
+    pub state: u8,
+    pub reserved: u8,
+    /// The graph node made from this entry (LINKING and MERGED).
+    pub node: u32,
+}
+
+/// One entry, copied out of its page.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub block: u32,
+    pub offset: u16,
+    pub header: EntryHeader,
+    pub vector: Vec<f32>,
+}
+
+impl Entry {
+    pub fn heap_tid(&self) -> pg_sys::ItemPointerData {
+        tid_of(&self.header.tid)
+    }
+}
+
+/// The heap TID stored as three u16 halves.
+pub fn tid_of(t: &[u16; 3]) -> pg_sys::ItemPointerData {
+    pg_sys::ItemPointerData { ip_blkid: pg_sys::BlockIdData { bi_hi: t[0], bi_lo: t[1] }, ip_posid: t[2] }
+}
+
+/// The heap TID as a hashable key.
+pub fn tid_key(t: &pg_sys::ItemPointerData) -> (u32, u16) {
+    (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid)
+}
+
+fn entry_size(dims: usize) -> usize {
+    std::mem::size_of::<EntryHeader>() + 4 * dims
+}
+
+/// Entries of `dims` dimensions that fit on one buffer page.
+pub fn entries_per_page(dims: usize) -> usize {
+    (PAGE_SIZE - PAGE_HEADER - OPAQUE_SIZE) / (entry_size(dims).next_multiple_of(8) + ITEM_ID)
+}
+
+/// Whether `page` is an insert-buffer page.
+pub fn is_buffer_page(page: *const u8) -> bool {
+    // SAFETY: pd_special is the u16 at offset 16 of every page header; the special area it
+    // points at lies within the page.
+    unsafe {
+        let special = *(page.add(16).cast::<u16>()) as usize;
+        special == PAGE_SIZE - OPAQUE_SIZE && opaque(page).magic == BUFFER_MAGIC
+    }
+}
+
+/// The special area of a buffer page.
+///
+/// # Safety
+/// `page` must be a locked page with a special area of `OPAQUE_SIZE` bytes.
+unsafe fn opaque<'a>(page: *const u8) -> &'a mut BufferOpaque {
+    // SAFETY: the special area is the last OPAQUE_SIZE bytes, 8-aligned.
+    unsafe { &mut *(page.add(PAGE_SIZE - OPAQUE_SIZE) as *mut BufferOpaque) }
+}
+
+fn init_buffer_page(page: *mut u8, segment: u32, prev: u32) {
+    // SAFETY: `page` is a registered working copy of a whole page; PageInit lays out the
+    // header and a special area of OPAQUE_SIZE bytes, which we then fill.
+    unsafe {
+        pg_sys::PageInit(page.cast(), PAGE_SIZE, OPAQUE_SIZE);
+        *opaque(page) = BufferOpaque { segment, prev, flags: 0, magic: BUFFER_MAGIC, reserved: 0 };
+    }
+}
+
+/// The metapage contents of a locked working copy.
+///
+/// # Safety
+/// `page` must be the exclusively locked working copy of the metapage.
+unsafe fn meta_mut<'a>(page: *mut u8) -> &'a mut Meta {
+    // SAFETY: `Meta` sits right after the page header, which is MAXALIGN'd.
+    unsafe { &mut *(page.add(PAGE_HEADER).cast::<Meta>()) }
+}
+
+/// The header of entry `offset` of a locked buffer page.
+///
+/// # Safety
+/// `page` must be a locked buffer page and `offset` one of its line pointers.
+unsafe fn entry_header<'a>(page: *const u8, offset: u16) -> &'a mut EntryHeader {
+    // SAFETY: entries are MAXALIGN'd records starting with an EntryHeader.
+    unsafe { &mut *(record(page, offset).cast::<EntryHeader>()) }
+}
+
+fn add_entry(page: *mut u8, rec: &[u8]) -> bool {
+    // SAFETY: `page` is a locked working copy of a buffer page; PageAddItemExtended checks
+    // the free space and returns 0 when the record does not fit.
+    let off = unsafe {
+        pg_sys::PageAddItemExtended(page.cast(), rec.as_ptr() as *mut _, rec.len(), pg_sys::InvalidOffsetNumber, 0)
+    };
+    off != 0
+}
+
+/// What an append did, for the caller to decide whether a merge is due.
+pub struct Appended {
+    /// The append added a page (the moment to look at the buffer's size).
+    pub new_page: bool,
+    /// Entries the buffer may hold now, counting whole pages of both segments.
+    pub capacity_in_use: usize,
+    /// A merge segment is waiting (left by an interrupted merge, or being merged).
+    pub merge_waiting: bool,
+}
+
+/// Appends the entry (`tid`, `vector`) to the append segment; WAL-logged.
+pub fn append(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> Appended {
+    let mut rec = vec![0u8; entry_size(vector.len())];
+    let header = EntryHeader { tid: [tid.ip_blkid.bi_hi, tid.ip_blkid.bi_lo, tid.ip_posid], state: PENDING, reserved: 0, node: NO_NODE };
+    // SAFETY: `rec` starts with room for an EntryHeader.
+    unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<EntryHeader>(), header) };
+    for (i, x) in vector.iter().enumerate() {
+        let at = std::mem::size_of::<EntryHeader>() + 4 * i;
+        rec[at..at + 4].copy_from_slice(&x.to_ne_bytes());
+    }
+    let per_page = entries_per_page(vector.len());
+    loop {
+        let seen = read_meta(index);
+        if seen.buffer_tail != NO_BLOCK {
+            let guard = WriteGuard::new(index, seen.buffer_tail);
+            let page = guard.page();
+            // SAFETY: the opaque area is read only after checking it is a buffer page.
+            let open = is_buffer_page(page) && unsafe { opaque(page).segment == seen.buffer_segment && opaque(page).flags & SEALED == 0 };
+            if open && add_entry(page, &rec) {
+                guard.commit();
+                let pages = (seen.buffer_pages + seen.merge_pages) as usize;
+                return Appended { new_page: false, capacity_in_use: pages * per_page, merge_waiting: seen.merge_tail != NO_BLOCK };
+            }
+        }
+        // The tail is missing, full or sealed: add a page, under the metapage lock.
+        let mut guard = WriteGuard::new(index, META_BLOCK);
+        // SAFETY: exclusively locked working copy of the metapage.
+        let meta = unsafe { meta_mut(guard.page()) };
+        if meta.buffer_tail != seen.buffer_tail || meta.buffer_segment != seen.buffer_segment {
+            continue; // another insert added a page or a merge sealed the segment: retry
+        }
+        if meta.buffer_tail == NO_BLOCK {
+            meta.buffer_segment = meta.next_segment;
+            meta.next_segment += 1;
+            meta.buffer_pages = 0;
+        }
+        let (block, page) = if meta.free_buffer_tail != NO_BLOCK {
+            let block = meta.free_buffer_tail;
+            let page = guard.also(index, block);
+            // SAFETY: pages on the free list are buffer pages (released segments).
+            meta.free_buffer_tail = unsafe { opaque(page).prev };
+            (block, page)
+        } else {
+            guard.also_extend(index)
+        };
+        init_buffer_page(page, meta.buffer_segment, meta.buffer_tail);
+        assert!(add_entry(page, &rec), "an empty buffer page holds an entry");
+        meta.buffer_tail = block;
+        meta.buffer_pages += 1;
+        let appended = Appended {
+            new_page: true,
+            capacity_in_use: (meta.buffer_pages + meta.merge_pages) as usize * per_page,
+            merge_waiting: meta.merge_tail != NO_BLOCK,
+        };
+        guard.commit();
+        return appended;
+    }
+}
+
+/// The pages of segment `segment` ending at `tail`, oldest first.
+pub fn segment_pages(index: pg_sys::Relation, tail: u32, segment: u32) -> Vec<u32> {
+    let mut pages = Vec::new();
+    let mut block = tail;
+    while block != NO_BLOCK {
+        let guard = ReadGuard::new(index, block);
+        // SAFETY: the opaque area is read only after checking it is a buffer page.
+        let prev = (is_buffer_page(guard.page()) && unsafe { opaque(guard.page()).segment == segment })
+            .then(|| unsafe { opaque(guard.page()).prev });
+        let Some(prev) = prev else { break };
+        pages.push(block);
+        block = prev;
+    }
+    pages.reverse();
+    pages
+}
+
+/// Both segments' pages (append segment first), as the metapage names them now.
+pub fn all_pages(index: pg_sys::Relation, meta: &Meta) -> Vec<u32> {
+    let mut pages = segment_pages(index, meta.buffer_tail, meta.buffer_segment);
+    pages.extend(segment_pages(index, meta.merge_tail, meta.merge_segment));
+    pages
+}
+
+/// Copies out the entries of buffer page `block` that `keep` accepts (by header).
+pub fn read_entries(index: pg_sys::Relation, block: u32, dims: usize, keep: impl Fn(&EntryHeader) -> bool) -> Vec<Entry> {
+    let guard = ReadGuard::new(index, block);
+    let page = guard.page();
+    if !is_buffer_page(page) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for off in 1..=item_count(page) as u16 {
+        // SAFETY: share-locked buffer page, offset within its line pointers; the vector
+        // follows the header within the record.
+        unsafe {
+            let header = *entry_header(page, off);
+            if keep(&header) {
+                let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
+                let vector = std::slice::from_raw_parts(v, dims).to_vec();
+                out.push(Entry { block, offset: off, header, vector });
+            }
+        }
+    }
+    out
+}
+
+/// Visits the entries of buffer page `block` under its share lock, without copying:
+/// `f(header, vector)`.
+pub fn scan_entries(index: pg_sys::Relation, block: u32, dims: usize, mut f: impl FnMut(&EntryHeader, &[f32])) {
+    let guard = ReadGuard::new(index, block);
+    let page = guard.page();
+    if !is_buffer_page(page) {
+        return;
+    }
+    for off in 1..=item_count(page) as u16 {
+        // SAFETY: as in `read_entries`; the slice lives while the page is locked.
+        unsafe {
+            let header = entry_header(page, off);
+            let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
+            f(header, std::slice::from_raw_parts(v, dims));
+        }
+    }
+}
+
+/// Edits the entry headers of buffer page `block` under its exclusive lock; WAL-logs the
+/// page if `f` returns true.
+pub fn edit_entries(index: pg_sys::Relation, block: u32, f: impl FnOnce(&mut [&mut EntryHeader]) -> bool) {
+    let guard = WriteGuard::new(index, block);
+    let page = guard.page();
+    if !is_buffer_page(page) {
+        return;
+    }
+    // SAFETY: exclusively locked working copy; distinct line pointers are distinct records.
+    let mut headers: Vec<&mut EntryHeader> = (1..=item_count(page) as u16).map(|off| unsafe { entry_header(page, off) }).collect();
+    if f(&mut headers) {
+        drop(headers);
+        guard.commit();
+    }
+}
+
+/// Sets entry `offset` of the buffer page working copy `page` to LINKING with `node`, if it
+/// is still PENDING. For the merge, inside the WAL record that writes the node.
+pub fn mark_linking(page: *mut u8, offset: u16, node: u32) -> bool {
+    if !is_buffer_page(page) || offset as usize > item_count(page) {
+        return false;
+    }
+    // SAFETY: exclusively locked working copy, offset checked.
+    let header = unsafe { entry_header(page, offset) };
+    if header.state != PENDING {
+        return false;
+    }
+    header.state = LINKING;
+    header.node = node;
+    true
+}
+
+/// Seals the append segment into the merge segment, unless one is already waiting.
+/// Returns whether a merge segment exists afterwards.
+pub fn seal(index: pg_sys::Relation) -> bool {
+    let mut guard = WriteGuard::new(index, META_BLOCK);
+    // SAFETY: exclusively locked working copy of the metapage.
+    let meta = unsafe { meta_mut(guard.page()) };
+    if meta.merge_tail != NO_BLOCK {
+        return true;
+    }
+    if meta.buffer_tail == NO_BLOCK {
+        return false;
+    }
+    let tail = guard.also(index, meta.buffer_tail);
+    if is_buffer_page(tail) {
+        // SAFETY: checked to be a buffer page.
+        unsafe { opaque(tail).flags |= SEALED };
+    }
+    meta.merge_tail = meta.buffer_tail;
+    meta.merge_segment = meta.buffer_segment;
+    meta.merge_pages = meta.buffer_pages;
+    meta.buffer_tail = NO_BLOCK;
+    meta.buffer_pages = 0;
+    // SAFETY: reads the clock.
+    meta.merge_sealed_at = unsafe { pg_sys::GetCurrentTimestamp() };
+    guard.commit();
+    true
+}
+
+/// Puts the merged segment `segment` (its pages oldest first) on the free list and records
+/// the merge in the metapage (its MERGED entries, the time since it was sealed). Does
+/// nothing if the segment is no longer the merge segment.
+pub fn release_merged(index: pg_sys::Relation, segment: u32, pages: &[u32]) {
+    let mut entries = 0u64;
+    for &block in pages {
+        scan_entries(index, block, 0, |h, _| entries += (h.state == MERGED) as u64);
+    }
+    let mut guard = WriteGuard::new(index, META_BLOCK);
+    // SAFETY: exclusively locked working copy of the metapage.
+    let meta = unsafe { meta_mut(guard.page()) };
+    if meta.merge_tail == NO_BLOCK || meta.merge_segment != segment {
+        return;
+    }
+    if let Some(&head) = pages.first() {
+        let page = guard.also(index, head);
+        if is_buffer_page(page) {
+            // SAFETY: checked to be a buffer page.
+            unsafe { opaque(page).prev = meta.free_buffer_tail };
+            meta.free_buffer_tail = meta.merge_tail;
+        }
+    }
+    meta.merge_tail = NO_BLOCK;
+    meta.merge_pages = 0;
+    meta.merges_done += 1;
+    meta.merged_entries += entries;
+    // SAFETY: reads the clock.
+    meta.last_merge_end = unsafe { pg_sys::GetCurrentTimestamp() };
+    let micros = (meta.last_merge_end - meta.merge_sealed_at).max(0);
+    meta.last_merge_ms = (micros / 1000).min(u32::MAX as i64) as u32;
+    guard.commit();
+}

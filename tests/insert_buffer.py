@@ -1,0 +1,268 @@
+"""The insert buffer and its merges under crashes, DDL and a lack of workers (PostgreSQL 15).
+
+1. Crash during a merge: `items(id int primary key, v vector(64))`, an omen index built on
+   2,000 random rows with a threshold no insert reaches, then 12,000 rows inserted, all
+   buffered. `omen_flush` merges them from one connection (a large batch, so it is slow)
+   while another watches the graph grow; once a third of them are in the graph the server
+   is killed (`pg_ctl stop -m immediate`) and restarted. Then the remaining buffer must be
+   non-empty (the kill landed in the merge), omen_check is ok (every row reachable, no row
+   indexed twice), a full scan through the index returns every row exactly once, and every
+   row of a 300-row sample is its own nearest neighbour. `omen_flush` then merges the rest:
+   nothing buffered, a node per row, the same checks.
+2. No worker can start (`max_worker_processes = 0`, threshold 50, `omen.insert_buffer_cap`
+   = 500): 4,000 inserts all succeed; the log says a worker could not be started and that
+   inserts merged batches themselves; the buffer never holds more than the cap plus a page
+   (sampled after every 100 inserts); every row is found through the index; VACUUM then
+   merges the rest.
+3. DDL while the background worker merges a 12,000-entry buffer: DROP INDEX, REINDEX,
+   TRUNCATE and DROP DATABASE ... WITH (FORCE) each finish within 60 s (statement_timeout),
+   and the worker is gone from pg_stat_activity within 30 s after. For REINDEX and TRUNCATE
+   the index is usable afterwards and omen_check is ok.
+4. omendb in shared_preload_libraries: one `omen merge launcher` process runs (seen in
+   pg_stat_activity), and it serves two databases: buffered inserts into an index in each
+   (threshold 10) are merged by workers it starts, until nothing is buffered, and
+   omen_check is ok in both.
+
+Run as root (the server runs as `postgres`): tests/insert_buffer.py
+"""
+
+import threading
+import time
+
+import numpy as np
+import psycopg
+
+import pgcluster
+from pgcluster import check, wait_for
+
+PORT = 54345
+DIM = 64
+INITIAL = 2000
+BUFFERED = 12000
+SAMPLE = 300
+NO_MERGE = "buffer_threshold = 100000000"
+
+
+def vec_text(v) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def load(conn, first_id: int, vectors: np.ndarray, table: str = "items") -> None:
+    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+        for i, v in enumerate(vectors):
+            copy.write_row((first_id + i, vec_text(v)))
+
+
+def info(conn, index: str = "items_v") -> dict:
+    cur = conn.execute("SELECT * FROM omen_index_info(%s::regclass)", (index,))
+    return dict(zip([c.name for c in cur.description], cur.fetchone()))
+
+
+def check_index(conn, rows: dict[int, np.ndarray], rng, what: str) -> tuple[int, int]:
+    """omen_check, a full scan through the index and a nearest-neighbour sample."""
+    ok, nodes, table_rows, buffered, problems = conn.execute(
+        "SELECT ok, nodes, table_rows, buffered, problems FROM omen_check('items_v')").fetchone()
+    check(ok, f"{what}: omen_check failed: nodes={nodes} buffered={buffered} rows={table_rows} {problems}")
+    check(nodes + buffered == len(rows), f"{what}: {nodes} nodes + {buffered} buffered for {len(rows)} rows")
+    conn.execute("SET enable_seqscan = off")
+    conn.execute("SET omen.max_search_list_size = 1000000")
+    conn.execute("SET omen.search_list_size = 100")
+    ids = [r[0] for r in conn.execute(
+        f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {len(rows) + 10}", (vec_text(np.zeros(DIM)),))]
+    check(len(ids) == len(set(ids)) == len(rows),
+          f"{what}: a full scan returned {len(ids)} rows ({len(set(ids))} distinct) of {len(rows)}")
+    sample = rng.choice(sorted(rows), size=SAMPLE, replace=False)
+    found = sum(conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1",
+                             (vec_text(rows[int(i)]),)).fetchone()[0] == int(i) for i in sample)
+    check(found == SAMPLE, f"{what}: only {found} of {SAMPLE} rows are their own nearest neighbour")
+    print(f"  {what}: omen_check ok ({nodes} nodes, {buffered} buffered), full scan returns each of "
+          f"{len(rows)} rows once, {found}/{SAMPLE} rows their own nearest neighbour")
+    return nodes, buffered
+
+
+def crash_during_merge(rng) -> None:
+    print("1. crash during a merge")
+    server = pgcluster.Server("buffer-crash", PORT, ("fsync=on",))
+    server.start()
+    vectors = rng.random((INITIAL + BUFFERED, DIM), dtype=np.float32)
+    rows = {i: vectors[i] for i in range(len(vectors))}
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, 0, vectors[:INITIAL])
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
+        load(conn, INITIAL, vectors[INITIAL:])
+        before = info(conn)
+        check(before["buffered_entries"] == BUFFERED and before["nodes"] == INITIAL,
+              f"expected {BUFFERED} buffered entries before the merge: {before}")
+
+    flush_error: list = []
+
+    def flush() -> None:
+        try:
+            with server.connect() as c:
+                c.execute("SELECT omen_flush('items_v')")
+        except psycopg.Error as e:
+            flush_error.append(e)
+
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    with server.connect() as conn:
+        wait_for("a third of the buffer merged", lambda: info(conn)["nodes"] >= INITIAL + BUFFERED // 3,
+                 timeout=300, interval=0.2)
+    server.crash()
+    flusher.join()
+    check(bool(flush_error), "omen_flush finished before the crash")
+    server.restart()
+    with server.connect() as conn:
+        after = info(conn)
+        check(0 < after["buffered_entries"] < BUFFERED,
+              f"the kill did not land in the merge: {after['buffered_entries']} entries still buffered")
+        print(f"  killed mid-merge: {after['nodes']} nodes, {after['buffered_entries']} entries still buffered")
+        check_index(conn, rows, rng, "after recovery")
+        merged = conn.execute("SELECT omen_flush('items_v')").fetchone()[0]
+        nodes, buffered = check_index(conn, rows, rng, f"after omen_flush merged {merged} more")
+        check(buffered == 0 and nodes == len(rows), f"after omen_flush: {nodes} nodes, {buffered} buffered")
+    server.stop()
+
+
+def no_workers(rng) -> None:
+    print("2. no worker can start (max_worker_processes = 0)")
+    server = pgcluster.Server("buffer-noworker", PORT + 1, ("max_worker_processes=0",))
+    server.start()
+    cap, total = 500, 4000
+    vectors = rng.random((INITIAL + total, DIM), dtype=np.float32)
+    rows = {i: vectors[i] for i in range(INITIAL)}
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, 0, vectors[:INITIAL])
+        conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 50)")
+        conn.execute(f"SET omen.insert_buffer_cap = {cap}")
+        per_page = None
+        largest = 0
+        log_start = server.log_size()
+        for n in range(total):
+            i = INITIAL + n
+            conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i])))
+            rows[i] = vectors[i]
+            if n % 100 == 99:
+                now = info(conn)
+                largest = max(largest, now["buffered_entries"])
+                if per_page is None and now["buffer_pages"]:
+                    per_page = -(-now["buffered_entries"] // now["buffer_pages"])
+        log = server.log_since(log_start)
+        check("could not start a merge worker" in log, "the log does not say a worker could not be started")
+        check("past omen.insert_buffer_cap" in log, "the log does not say inserts merged batches themselves")
+        bound = cap + (per_page or 0)
+        check(largest <= bound, f"the buffer held {largest} entries, more than the cap {cap} plus a page")
+        print(f"  {total} inserts succeeded; the buffer held at most {largest} entries (cap {cap}); "
+              f"the log names the missing worker and the inserts' own merges")
+        check_index(conn, rows, rng, "with merges done by inserts")
+        conn.execute("VACUUM items")
+        nodes, buffered = check_index(conn, rows, rng, "after VACUUM")
+        check(buffered == 0, f"VACUUM left {buffered} entries buffered")
+    server.stop()
+
+
+def merge_worker_running(conn) -> bool:
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
+                        ).fetchone()[0] > 0
+
+
+def ddl_during_merge(rng) -> None:
+    print("3. DDL while the background worker merges")
+    server = pgcluster.Server("buffer-ddl", PORT + 2)
+    server.start()
+    vectors = rng.random((INITIAL + BUFFERED, DIM), dtype=np.float32)
+    statements = {
+        "DROP INDEX": "DROP INDEX items_v",
+        "REINDEX": "REINDEX INDEX items_v",
+        "TRUNCATE": "TRUNCATE items",
+        "DROP DATABASE": None,
+    }
+    with server.connect() as admin:
+        for what, sql in statements.items():
+            admin.execute("DROP DATABASE IF EXISTS ddl")
+            admin.execute("CREATE DATABASE ddl")
+            with server.connect("ddl") as conn:
+                conn.execute("CREATE EXTENSION omendb")
+                conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
+                load(conn, 0, vectors[:INITIAL])
+                conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
+                load(conn, INITIAL, vectors[INITIAL:])
+                # A low threshold: the next insert that fills a page starts the worker.
+                conn.execute("ALTER INDEX items_v SET (buffer_threshold = 10)")
+                i = INITIAL + BUFFERED
+                while not merge_worker_running(admin):
+                    conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i % len(vectors)])))
+                    i += 1
+                    check(i < INITIAL + BUFFERED + 5000, "no merge worker started")
+                wait_for("the worker to merge", lambda: info(conn)["nodes"] > INITIAL, timeout=60)
+                started = time.monotonic()
+                if sql is not None:
+                    conn.execute("SET statement_timeout = '60s'")
+                    conn.execute(sql)
+            if sql is None:
+                admin.execute("SET statement_timeout = '60s'")
+                admin.execute("DROP DATABASE ddl WITH (FORCE)")
+                admin.execute("RESET statement_timeout")
+            took = time.monotonic() - started
+            wait_for("the merge worker to exit", lambda: not merge_worker_running(admin), timeout=30)
+            print(f"  {what} during a merge finished in {took:.1f} s; the worker exited")
+            if what in ("REINDEX", "TRUNCATE"):
+                with server.connect("ddl") as conn:
+                    ok, problems = conn.execute("SELECT ok, problems FROM omen_check('items_v')").fetchone()
+                    check(ok, f"omen_check after {what}: {problems}")
+                    conn.execute("SET enable_seqscan = off")
+                    conn.execute("INSERT INTO items VALUES (-1, %s)", (vec_text(np.full(DIM, 9.0)),))
+                    top = conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1",
+                                       (vec_text(np.full(DIM, 9.0)),)).fetchone()[0]
+                    check(top == -1, f"after {what} the index does not find a new row")
+        admin.execute("DROP DATABASE IF EXISTS ddl WITH (FORCE)")
+    server.stop()
+
+
+def preloaded_launcher(rng) -> None:
+    print("4. omendb preloaded: one launcher serves every database")
+    server = pgcluster.Server("buffer-preload", PORT + 3, ("shared_preload_libraries=omendb",))
+    server.start()
+    vectors = rng.random((INITIAL + 3000, DIM), dtype=np.float32)
+    with server.connect() as admin:
+        wait_for("the launcher to start", lambda: admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'").fetchone()[0] == 1,
+            timeout=30)
+        for db in ("one", "two"):
+            admin.execute(f"CREATE DATABASE {db}")
+            with server.connect(db) as conn:
+                conn.execute("CREATE EXTENSION omendb")
+                conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
+                load(conn, 0, vectors[:INITIAL])
+                conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 10)")
+                for i in range(INITIAL, INITIAL + 3000):
+                    conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i])))
+        for db in ("one", "two"):
+            with server.connect(db) as conn:
+                wait_for(f"database {db}'s buffer to be merged", lambda: info(conn)["buffered_entries"] == 0,
+                         timeout=120, interval=0.2)
+                merged = info(conn)["merged_entries"]
+                ok, nodes, problems = conn.execute("SELECT ok, nodes, problems FROM omen_check('items_v')").fetchone()
+                check(ok and nodes == INITIAL + 3000 and merged > 0,
+                      f"database {db}: ok={ok} nodes={nodes} merged={merged} problems={problems}")
+                print(f"  database {db}: the launcher's workers merged {merged} entries; omen_check ok, {nodes} nodes")
+        launchers = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'"
+                                  ).fetchone()[0]
+        check(launchers == 1, f"{launchers} launchers run, expected one")
+    server.stop()
+
+
+def main() -> None:
+    rng = np.random.default_rng(4242)
+    crash_during_merge(rng)
+    no_workers(rng)
+    ddl_during_merge(rng)
+    preloaded_launcher(rng)
+
+
+if __name__ == "__main__":
+    pgcluster.run(main)
