@@ -26,7 +26,7 @@ bench-churn: deps
 	bench/run.sh $(DATA) --churn
 
 bench-inserts: deps
-	bench/run.sh $(DATA) --inserts
+	bench/run.sh $(DATA) --inserts $(ARGS)
 
 bench-kernels:
 	cargo bench -p omen-core --bench distance

@@ -7,7 +7,8 @@
 //! out-edges and marks the entry LINKING in one WAL record. Then it adds the back-edges of
 //! the whole batch and marks the batch's entries MERGED, page by page. When the segment is
 //! done its pages go to the free list; if the append segment has entries it is sealed and
-//! merged next.
+//! merged next. A merge keeps the vectors it reads in memory (`PageStore::cache_vectors`,
+//! up to 64 MiB): the searches of one merge cross the same neighbourhoods again and again.
 //!
 //! One merge runs at a time per index: every merger holds the heavyweight lock on the
 //! index's pseudo-page [`MERGE_LOCK_BLOCK`] (a `LockPage` lock, released at the end of the

@@ -13,9 +13,10 @@
 //!    came from deleted nodes) is linked back from the closest reachable node with room.
 //!
 //! Before step 1, insert-buffer entries of dead rows are marked DEAD (never merged, never
-//! returned). VACUUM holds the index's merge lock from the start (see `merge`), so no merge
-//! runs beside it; at the end (`amvacuumcleanup`) it merges what the buffer holds, which is
-//! how the buffer drains when no background worker can be started.
+//! returned). `ambulkdelete` holds the index's merge lock throughout (see `merge`), so no
+//! merge runs beside it. At the end (`amvacuumcleanup`) a VACUUM merges what the buffer
+//! holds; autovacuum does so only when no merge worker runs or can be started, which is how
+//! the buffer drains when `max_worker_processes` is used up.
 //!
 //! Every page change is WAL-logged with GenericXLog, one page lock at a time. A VACUUM that
 //! finds nothing to delete only reads the index (no page is written).
@@ -27,7 +28,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::insert::params_of;
-use super::merge::{lock_merge, merge_all};
+use super::merge::{lock_merge, merge_all, unlock_merge};
 use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING, tid_of};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
@@ -72,9 +73,21 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: VACUUM passes a valid info with the open index.
     let index = unsafe { (*info).index };
     lock_merge(index, true);
+    bulk_delete(index, stats, callback, callback_state);
+    unlock_merge(index);
+    stats
+}
+
+/// The work of `ambulkdelete`, with the merge lock held.
+fn bulk_delete(
+    index: pg_sys::Relation,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+    callback: pg_sys::IndexBulkDeleteCallback,
+    callback_state: *mut std::ffi::c_void,
+) {
     let mut meta = read_meta(index);
     if meta.dims == 0 {
-        return stats;
+        return;
     }
     let mut store = PageStore::new(index, &meta);
 
@@ -139,7 +152,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: `stats` is valid (above).
     unsafe { (*stats).tuples_removed += removed };
     if deleted.is_empty() {
-        return stats;
+        return;
     }
     let gone: HashSet<NodeId> = deleted.iter().map(|(id, _)| *id).collect();
     let params = params_of(&meta);
@@ -197,7 +210,6 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     if meta.entry != NO_NODE {
         reconnect_unreachable(&mut store, meta.entry, &params, &mut search);
     }
-    stats
 }
 
 /// Links every live node that cannot be reached from `entry` back into the graph: a search
@@ -274,8 +286,16 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         return stats;
     }
     let stats = stats_or_new(stats);
-    lock_merge(index, true);
-    merge_all(index);
+    // Autovacuum leaves the buffer to a merge worker when one runs or can be started: a
+    // merge of a large buffer would hold the autovacuum worker for minutes. A VACUUM
+    // someone typed merges it now.
+    // SAFETY: reads this process's backend type.
+    let autovacuum = unsafe { pg_sys::MyBackendType } == pg_sys::BackendType::B_AUTOVAC_WORKER;
+    if !autovacuum || !super::worker::ensure_worker(index) {
+        lock_merge(index, true);
+        merge_all(index);
+        unlock_merge(index);
+    }
     let meta = read_meta(index);
     let mut live = 0f64;
     if meta.dims > 0 {

@@ -24,7 +24,8 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTi
 use pgrx::pg_sys;
 
 use super::merge::{MergeCursor, lock_merge, merge_some, unlock_merge};
-use crate::storage::page_store::index_name;
+use crate::storage::layout::NO_BLOCK;
+use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
 pub const WORKER_BUDGET: usize = 256;
@@ -61,6 +62,23 @@ pub fn request_merge(index: pg_sys::Relation) {
              VACUUM or omen_flush() will merge its insert buffer"
         );
     }
+}
+
+/// For autovacuum: whether a merge worker takes care of the buffer of `index` (it is empty,
+/// a merge is running, or a worker was just started or requested). False when none could
+/// be started: the caller should merge.
+pub fn ensure_worker(index: pg_sys::Relation) -> bool {
+    let meta = read_meta(index);
+    if meta.buffer_tail == NO_BLOCK && meta.merge_tail == NO_BLOCK {
+        return true;
+    }
+    if !lock_merge(index, false) {
+        return true;
+    }
+    unlock_merge(index);
+    // SAFETY: an open relation's rd_id, and this backend's database.
+    let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
+    super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)).is_ok()
 }
 
 /// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
