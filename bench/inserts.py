@@ -129,6 +129,8 @@ def main() -> None:
     ap.add_argument("--merge-wait", type=int, default=120)
     ap.add_argument("--pairs", type=int, default=0,
                     help="only run K alternating pairs (no index, omen buffer = on), 1 client, --rows rows each")
+    ap.add_argument("--defer-merge", action="store_true",
+                    help="with --pairs: a threshold no run reaches, so no merge worker runs during the inserts")
     args = ap.parse_args()
     folder = Path(args.data)
     base, queries, _ = vecs.load(folder)
@@ -189,11 +191,14 @@ def main() -> None:
 def run_pairs(name, args, dims: int, versions) -> None:
     """Alternates single-client runs without a vector index and with omen (buffer on), K
     times each, so that the machine's drift hits both alike; reports medians and ratios."""
-    rates = {"no vector index": [], "omen, buffer = on": []}
+    omen = "omen, buffer = on" + (", merges deferred" if args.defer_merge else "")
+    ddl = {"no vector index": None,
+           omen: ENGINES["omen, buffer = on"] + (" WITH (buffer_threshold = 100000000)" if args.defer_merge else "")}
+    rates = {"no vector index": [], omen: []}
     for k in range(args.pairs):
         for engine in rates:
             with connect() as conn:
-                prepare(conn, dims, ENGINES[engine])
+                prepare(conn, dims, ddl[engine])
             rate, samples = run_pgbench(1, args.rows)
             lat = np.array([s[1] for s in samples])
             rates[engine].append((rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max())))
@@ -201,9 +206,10 @@ def run_pairs(name, args, dims: int, versions) -> None:
                   f"p99 {rates[engine][-1][2]:.3f} ms, max {rates[engine][-1][3]:.1f} ms", flush=True)
     with connect() as conn:
         conn.execute("DROP TABLE IF EXISTS items")
-    ratios = [a[0] / b[0] for a, b in zip(rates["no vector index"], rates["omen, buffer = on"])]
+    ratios = [a[0] / b[0] for a, b in zip(rates["no vector index"], rates[omen])]
     lines = [f"# Single-client INSERT, omen (buffer = on) against no vector index: {name}", "",
-             f"Command: `make bench-inserts DATA=../shared/data/{name} ARGS='--pairs {args.pairs} --rows {args.rows}'` "
+             f"Command: `make bench-inserts DATA=../shared/data/{name} ARGS='--pairs {args.pairs} --rows {args.rows}"
+             f"{' --defer-merge' if args.defer_merge else ''}'` "
              f"({args.pairs} alternating pairs of {args.rows} single-row INSERTs, initial rows {args.initial}; "
              f"{versions[0].split(',')[0]}, pgvector {versions[1]}).", "",
              "| engine | median rows/s | median p50 ms | median p99 ms | median max ms | runs (rows/s) |",
@@ -214,7 +220,8 @@ def run_pairs(name, args, dims: int, versions) -> None:
                      f"{', '.join(f'{r[0]:.0f}' for r in runs)} |")
     lines += ["", f"Time per insert, omen over no index, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
               f"median {statistics.median(ratios):.2f}×."]
-    (RESULTS / f"{name}-inserts-pairs.md").write_text("\n".join(lines) + "\n")
+    suffix = "-deferred" if args.defer_merge else ""
+    (RESULTS / f"{name}-inserts-pairs{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import pgcluster
-from pgcluster import check
+from pgcluster import check, vec_text
 
 PORT = 54343
 DIM = 16
@@ -48,10 +48,6 @@ INSERT_SQL = f"INSERT INTO items (v) SELECT {RANDOM_VECTOR};\n"
 KNN = f"SELECT id FROM items ORDER BY v <-> (SELECT {RANDOM_VECTOR}) LIMIT {K}"
 # 1 / false::int: division_by_zero (the client aborts, pgbench fails) unless K distinct rows came back
 QUERY_SQL = f"SELECT 1 / (count(*) = {K} AND count(DISTINCT id) = {K})::int FROM ({KNN}) nn;\n"
-
-
-def vec_text(v) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
 def pgbench(server: pgcluster.Server, script: Path, options: str = "", rate: int | None = None) -> subprocess.Popen:

@@ -52,7 +52,7 @@ import numpy as np
 import psycopg
 
 import pgcluster
-from pgcluster import check, wait_for
+from pgcluster import check, load, vec_text, wait_for
 
 PORT = 54340
 DIM = 16
@@ -68,16 +68,6 @@ VAC_INSERT = 1000
 # kept for the next buffered inserts after the merge.
 BUFFER_PAGES = -(-VAC_INSERT // 29)
 VAC_ATTEMPTS = 3
-
-
-def vec_text(v) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def load(conn, table: str, first_id: int, vectors: np.ndarray) -> None:
-    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
-        for i, v in enumerate(vectors):
-            copy.write_row((first_id + i, vec_text(v)))
 
 
 def omen_check(conn, index: str) -> tuple:

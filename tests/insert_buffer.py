@@ -33,7 +33,7 @@ import numpy as np
 import psycopg
 
 import pgcluster
-from pgcluster import check, wait_for
+from pgcluster import check, load, vec_text, wait_for
 
 PORT = 54345
 DIM = 64
@@ -41,16 +41,6 @@ INITIAL = 2000
 BUFFERED = 12000
 SAMPLE = 300
 NO_MERGE = "buffer_threshold = 100000000"
-
-
-def vec_text(v) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def load(conn, first_id: int, vectors: np.ndarray, table: str = "items") -> None:
-    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
-        for i, v in enumerate(vectors):
-            copy.write_row((first_id + i, vec_text(v)))
 
 
 def info(conn, index: str = "items_v") -> dict:
@@ -89,9 +79,9 @@ def crash_during_merge(rng) -> None:
     with server.connect() as conn:
         conn.execute("CREATE EXTENSION omendb")
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
-        load(conn, 0, vectors[:INITIAL])
+        load(conn, "items", 0, vectors[:INITIAL])
         conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
-        load(conn, INITIAL, vectors[INITIAL:])
+        load(conn, "items", INITIAL, vectors[INITIAL:])
         before = info(conn)
         check(before["buffered_entries"] == BUFFERED and before["nodes"] == INITIAL,
               f"expected {BUFFERED} buffered entries before the merge: {before}")
@@ -136,7 +126,7 @@ def no_workers(rng) -> None:
     with server.connect() as conn:
         conn.execute("CREATE EXTENSION omendb")
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
-        load(conn, 0, vectors[:INITIAL])
+        load(conn, "items", 0, vectors[:INITIAL])
         conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 50)")
         conn.execute(f"SET omen.insert_buffer_cap = {cap}")
         per_page = None
@@ -192,9 +182,9 @@ def ddl_during_merge(rng) -> None:
             with server.connect("ddl") as conn:
                 conn.execute("CREATE EXTENSION omendb")
                 conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
-                load(conn, 0, vectors[:INITIAL])
+                load(conn, "items", 0, vectors[:INITIAL])
                 conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
-                load(conn, INITIAL, vectors[INITIAL:])
+                load(conn, "items", INITIAL, vectors[INITIAL:])
                 # A low threshold: the next insert that fills a page starts the worker.
                 conn.execute("ALTER INDEX items_v SET (buffer_threshold = 10)")
                 i = INITIAL + BUFFERED
@@ -241,7 +231,7 @@ def preloaded_launcher(rng) -> None:
             with server.connect(db) as conn:
                 conn.execute("CREATE EXTENSION omendb")
                 conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
-                load(conn, 0, vectors[:INITIAL])
+                load(conn, "items", 0, vectors[:INITIAL])
                 conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 10)")
                 for i in range(INITIAL, INITIAL + 3000):
                     conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i])))

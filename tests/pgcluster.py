@@ -103,6 +103,18 @@ def wait_for(what: str, predicate, timeout: float = 60.0, interval: float = 0.1)
         time.sleep(interval)
 
 
+def vec_text(v) -> str:
+    """The text form of a vector, exact for float32 values."""
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def load(conn, table: str, first_id: int, vectors) -> None:
+    """COPYs rows (first_id + i, vectors[i]) into `table` (id, v)."""
+    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+        for i, v in enumerate(vectors):
+            copy.write_row((first_id + i, vec_text(v)))
+
+
 def check(condition: bool, message: str) -> None:
     """A test assertion that survives `python -O`."""
     if not condition:

@@ -33,7 +33,7 @@ import numpy as np
 import psycopg
 
 import pgcluster
-from pgcluster import as_postgres, check, wait_for
+from pgcluster import as_postgres, check, load, vec_text, wait_for
 
 NO_MERGE = "buffer_threshold = 100000000"
 PRIMARY_PORT = 54341
@@ -49,16 +49,6 @@ host    all             all             127.0.0.1/32            trust
 local   replication     all                                     trust
 host    replication     all             127.0.0.1/32            trust
 """
-
-
-def vec_text(v) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def load(conn, table: str, first_id: int, vectors: np.ndarray) -> None:
-    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
-        for i, v in enumerate(vectors):
-            copy.write_row((first_id + i, vec_text(v)))
 
 
 def insert_rows(conn, table: str, first_id: int, vectors: np.ndarray) -> None:

@@ -8,7 +8,6 @@ With --pgvector, pgvector is installed first and the index is built on its `vect
 import sys
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
