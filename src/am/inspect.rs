@@ -7,7 +7,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::merge::{lock_merge, merge_all, unlock_merge};
-use crate::storage::insert_buffer::{self, Entry, LINKING, PENDING, tid_key};
+use crate::storage::insert_buffer::{self, EntryHeader, LINKING, PENDING};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
 use crate::types::fmgr::{Call, cstring_datum, pg_fn};
@@ -33,12 +33,14 @@ fn open_omen_index(call: &Call) -> pg_sys::Relation {
     index
 }
 
-/// The insert buffer's PENDING and LINKING entries.
-fn buffered_entries(index: pg_sys::Relation, meta: &Meta) -> Vec<Entry> {
+/// The headers of the insert buffer's PENDING and LINKING entries.
+fn buffered_entries(index: pg_sys::Relation, meta: &Meta) -> Vec<EntryHeader> {
     let mut out = Vec::new();
-    for block in insert_buffer::all_pages(index, meta) {
-        out.extend(insert_buffer::read_entries(index, block, meta.dims as usize, |h| h.state == PENDING || h.state == LINKING));
-    }
+    insert_buffer::for_each_entry(index, meta, |h, _| {
+        if h.state == PENDING || h.state == LINKING {
+            out.push(*h);
+        }
+    });
     out
 }
 
@@ -67,7 +69,7 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     let index = open_omen_index(call);
     let meta = read_meta(index);
     // Rows only the buffer holds (a LINKING entry's row is a graph node already).
-    let buffered = buffered_entries(index, &meta).iter().filter(|e| e.header.state == PENDING).count();
+    let buffered = buffered_entries(index, &meta).iter().filter(|e| e.state == PENDING).count();
     let buffer_pages = meta.buffer_pages + meta.merge_pages;
     let last_merge = if meta.last_merge_end == 0 {
         "null".to_string()
@@ -98,8 +100,8 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
         "null".to_string()
     } else {
         let t = PageStore::new(index, &meta).read(meta.entry, |n| n.heap_tid());
-        let block = ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32;
-        json_str(&format!("({block},{})", t.ip_posid))
+        let (block, offset) = tid_key(&t);
+        json_str(&format!("({block},{offset})"))
     };
     close_index(index);
     cstring_datum(&format!(
@@ -190,8 +192,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
                 free_slots.insert(id);
                 return;
             }
-            let t = n.heap_tid();
-            let tid = (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid);
+            let tid = tid_key(&n.heap_tid());
             adjacency.insert(id, (n.is_deleted(), tid, n.neighbors().to_vec()));
         });
     }
@@ -201,12 +202,12 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     let mut buffered_tids = HashSet::new();
     let mut indexed: std::collections::HashMap<(u32, u16), usize> = Default::default();
     for e in &buffered {
-        let tid = tid_key(&e.heap_tid());
+        let tid = tid_key(&tid_of(&e.tid));
         buffered_tids.insert(tid);
-        if e.header.state == PENDING {
+        if e.state == PENDING {
             *indexed.entry(tid).or_default() += 1;
-        } else if !matches!(adjacency.get(&e.header.node), Some((_, t, _)) if *t == tid) {
-            problems.push(format!("buffer entry of row {tid:?} is linking node {}, which does not hold that row", e.header.node));
+        } else if !matches!(adjacency.get(&e.node), Some((_, t, _)) if *t == tid) {
+            problems.push(format!("buffer entry of row {tid:?} is linking node {}, which does not hold that row", e.node));
         }
     }
     for (deleted, tid, _) in adjacency.values() {
@@ -297,7 +298,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
         "{{\"ok\": {}, \"nodes\": {live}, \"reachable\": {reachable_live}, \"table_rows\": {heap_count}, \
          \"buffered\": {}, \"problems\": [{}]}}",
         problems.is_empty(),
-        buffered.iter().filter(|e| e.header.state == PENDING).count(),
+        buffered.iter().filter(|e| e.state == PENDING).count(),
         list.join(", ")
     ))
 });

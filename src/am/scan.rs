@@ -26,8 +26,8 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
-use crate::storage::insert_buffer::{self, LINKING, PENDING, tid_key, tid_of};
-use crate::storage::layout::NO_NODE;
+use crate::storage::insert_buffer::{self, LINKING, PENDING};
+use crate::storage::layout::{NO_NODE, tid_key, tid_of};
 use crate::storage::page_store::{PageStore, read_meta};
 use crate::types::fmgr::datum_vector;
 
@@ -128,14 +128,12 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) {
     }
     let metric: Metric = meta.metric();
     let ScanState { buffered, buffered_tids, .. } = state;
-    for block in insert_buffer::all_pages(state.store.index, &meta) {
-        insert_buffer::scan_entries(state.store.index, block, query.len(), |h, v| {
-            if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
-                let d = metric.rank_distance(v, query);
-                buffered.push((if d.is_nan() { f32::INFINITY } else { d }, tid_of(&h.tid)));
-            }
-        });
-    }
+    insert_buffer::for_each_entry(state.store.index, &meta, |h, v| {
+        if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
+            let d = metric.rank_distance(v, query);
+            buffered.push((if d.is_nan() { f32::INFINITY } else { d }, tid_of(&h.tid)));
+        }
+    });
     buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
 }
 

@@ -29,7 +29,7 @@ use pgrx::prelude::*;
 
 use super::insert::params_of;
 use super::merge::{lock_merge, merge_all, unlock_merge};
-use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING, tid_of};
+use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
 

@@ -44,22 +44,21 @@ thread_local! {
 
 /// Starts a merge worker for `index` unless a merge is running. Never waits.
 pub fn request_merge(index: pg_sys::Relation) {
-    // SAFETY: an open relation's rd_id, and this backend's database.
-    let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
-    let recent = LAST_LAUNCH.with_borrow(|l| l.get(&oid.to_u32()).is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE));
-    if recent || !lock_merge(index, false) {
-        return; // a merge is running (or about to); it goes on until the buffer is empty
+    // SAFETY: an open relation's rd_id.
+    let oid = unsafe { (*index).rd_id }.to_u32();
+    if LAST_LAUNCH.with_borrow(|l| l.get(&oid).is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE)) {
+        return; // this backend started one a moment ago; it goes on until the buffer is empty
     }
-    unlock_merge(index);
-    LAST_LAUNCH.with_borrow_mut(|l| l.insert(oid.to_u32(), Instant::now()));
-    if super::launcher::request(db, oid) {
-        return; // the launcher (omendb preloaded) starts the worker
+    let launched = launch(index);
+    if !matches!(launched, Launch::Running) {
+        // Started or failed: either way, not again from this backend for a moment.
+        LAST_LAUNCH.with_borrow_mut(|l| l.insert(oid, Instant::now()));
     }
-    let name = index_name(index);
-    if start_worker(db, oid, &name).is_err() && !LAUNCH_FAILURE_LOGGED.replace(true) {
+    if matches!(launched, Launch::Failed) && !LAUNCH_FAILURE_LOGGED.replace(true) {
         pgrx::log!(
-            "omen index \"{name}\": could not start a merge worker (max_worker_processes is exhausted); \
-             VACUUM or omen_flush() will merge its insert buffer"
+            "omen index \"{}\": could not start a merge worker (max_worker_processes is exhausted); \
+             VACUUM or omen_flush() will merge its insert buffer",
+            index_name(index)
         );
     }
 }
@@ -69,16 +68,34 @@ pub fn request_merge(index: pg_sys::Relation) {
 /// be started: the caller should merge.
 pub fn ensure_worker(index: pg_sys::Relation) -> bool {
     let meta = read_meta(index);
-    if meta.buffer_tail == NO_BLOCK && meta.merge_tail == NO_BLOCK {
-        return true;
-    }
+    let empty = meta.buffer_tail == NO_BLOCK && meta.merge_tail == NO_BLOCK;
+    empty || !matches!(launch(index), Launch::Failed)
+}
+
+/// What [`launch`] did.
+enum Launch {
+    /// A merge holds the index's merge lock; nothing was started.
+    Running,
+    /// A worker was registered, or requested from the launcher.
+    Started,
+    /// No worker could be registered.
+    Failed,
+}
+
+/// Starts a merge worker for `index` (through the launcher when omendb is preloaded)
+/// unless a merge is running. Never waits.
+fn launch(index: pg_sys::Relation) -> Launch {
     if !lock_merge(index, false) {
-        return true;
+        return Launch::Running;
     }
     unlock_merge(index);
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
-    super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)).is_ok()
+    if super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)).is_ok() {
+        Launch::Started
+    } else {
+        Launch::Failed
+    }
 }
 
 /// Registers a dynamic merge worker for index `index` of database `db` (`label` names the

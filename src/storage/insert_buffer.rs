@@ -88,16 +88,6 @@ impl Entry {
     }
 }
 
-/// The heap TID stored as three u16 halves.
-pub fn tid_of(t: &[u16; 3]) -> pg_sys::ItemPointerData {
-    pg_sys::ItemPointerData { ip_blkid: pg_sys::BlockIdData { bi_hi: t[0], bi_lo: t[1] }, ip_posid: t[2] }
-}
-
-/// The heap TID as a hashable key.
-pub fn tid_key(t: &pg_sys::ItemPointerData) -> (u32, u16) {
-    (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid)
-}
-
 fn entry_size(dims: usize) -> usize {
     std::mem::size_of::<EntryHeader>() + 4 * dims
 }
@@ -175,7 +165,7 @@ pub struct Appended {
 /// Appends the entry (`tid`, `vector`) to the append segment; WAL-logged.
 pub fn append(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> Appended {
     let mut rec = vec![0u8; entry_size(vector.len())];
-    let header = EntryHeader { tid: [tid.ip_blkid.bi_hi, tid.ip_blkid.bi_lo, tid.ip_posid], state: PENDING, reserved: 0, node: NO_NODE };
+    let header = EntryHeader { tid: tid_words(tid), state: PENDING, reserved: 0, node: NO_NODE };
     // SAFETY: `rec` starts with room for an EntryHeader.
     unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<EntryHeader>(), header) };
     for (i, x) in vector.iter().enumerate() {
@@ -231,19 +221,28 @@ pub fn append(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, vector: &[
     }
 }
 
-/// The pages of segment `segment` ending at `tail`, oldest first.
-pub fn segment_pages(index: pg_sys::Relation, tail: u32, segment: u32) -> Vec<u32> {
-    let mut pages = Vec::new();
+/// Walks segment `segment` from `tail` back to its first page, calling `f(block, page)` on
+/// each page under its share lock. The walk stops at a page of another segment (the
+/// segment was released and its pages reused since `tail` was read).
+fn walk_segment(index: pg_sys::Relation, tail: u32, segment: u32, mut f: impl FnMut(u32, *const u8)) {
     let mut block = tail;
     while block != NO_BLOCK {
         let guard = ReadGuard::new(index, block);
+        let page = guard.page();
         // SAFETY: the opaque area is read only after checking it is a buffer page.
-        let prev = (is_buffer_page(guard.page()) && unsafe { opaque(guard.page()).segment == segment })
-            .then(|| unsafe { opaque(guard.page()).prev });
-        let Some(prev) = prev else { break };
-        pages.push(block);
-        block = prev;
+        if !is_buffer_page(page) || unsafe { opaque(page).segment } != segment {
+            break;
+        }
+        f(block, page);
+        // SAFETY: as above.
+        block = unsafe { opaque(page).prev };
     }
+}
+
+/// The pages of segment `segment` ending at `tail`, oldest first.
+pub fn segment_pages(index: pg_sys::Relation, tail: u32, segment: u32) -> Vec<u32> {
+    let mut pages = Vec::new();
+    walk_segment(index, tail, segment, |block, _| pages.push(block));
     pages.reverse();
     pages
 }
@@ -255,44 +254,46 @@ pub fn all_pages(index: pg_sys::Relation, meta: &Meta) -> Vec<u32> {
     pages
 }
 
-/// Copies out the entries of buffer page `block` that `keep` accepts (by header).
-pub fn read_entries(index: pg_sys::Relation, block: u32, dims: usize, keep: impl Fn(&EntryHeader) -> bool) -> Vec<Entry> {
-    let guard = ReadGuard::new(index, block);
-    let page = guard.page();
-    if !is_buffer_page(page) {
-        return Vec::new();
+/// Visits every entry of both segments as the metapage `meta` names them, one page at a
+/// time under its share lock (each page is locked once): `f(header, vector)`.
+pub fn for_each_entry(index: pg_sys::Relation, meta: &Meta, mut f: impl FnMut(&EntryHeader, &[f32])) {
+    let dims = meta.dims as usize;
+    for (tail, segment) in [(meta.buffer_tail, meta.buffer_segment), (meta.merge_tail, meta.merge_segment)] {
+        walk_segment(index, tail, segment, |_, page| visit_entries(page, dims, &mut f));
     }
-    let mut out = Vec::new();
+}
+
+/// Calls `f(header, vector)` for each entry of a locked buffer page.
+fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(&EntryHeader, &[f32])) {
     for off in 1..=item_count(page) as u16 {
-        // SAFETY: share-locked buffer page, offset within its line pointers; the vector
-        // follows the header within the record.
+        // SAFETY: a locked buffer page, offset within its line pointers; the vector follows
+        // the header within the record and lives while the page is locked.
         unsafe {
-            let header = *entry_header(page, off);
-            if keep(&header) {
-                let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
-                let vector = std::slice::from_raw_parts(v, dims).to_vec();
-                out.push(Entry { block, offset: off, header, vector });
-            }
+            let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
+            f(entry_header(page, off), std::slice::from_raw_parts(v, dims));
         }
     }
+}
+
+/// Copies out the entries of buffer page `block` that `keep` accepts (by header).
+pub fn read_entries(index: pg_sys::Relation, block: u32, dims: usize, keep: impl Fn(&EntryHeader) -> bool) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    scan_entries(index, block, dims, |header, vector| {
+        offset += 1;
+        if keep(header) {
+            out.push(Entry { block, offset, header: *header, vector: vector.to_vec() });
+        }
+    });
     out
 }
 
 /// Visits the entries of buffer page `block` under its share lock, without copying:
 /// `f(header, vector)`.
-pub fn scan_entries(index: pg_sys::Relation, block: u32, dims: usize, mut f: impl FnMut(&EntryHeader, &[f32])) {
+fn scan_entries(index: pg_sys::Relation, block: u32, dims: usize, mut f: impl FnMut(&EntryHeader, &[f32])) {
     let guard = ReadGuard::new(index, block);
-    let page = guard.page();
-    if !is_buffer_page(page) {
-        return;
-    }
-    for off in 1..=item_count(page) as u16 {
-        // SAFETY: as in `read_entries`; the slice lives while the page is locked.
-        unsafe {
-            let header = entry_header(page, off);
-            let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
-            f(header, std::slice::from_raw_parts(v, dims));
-        }
+    if is_buffer_page(guard.page()) {
+        visit_entries(guard.page(), dims, &mut f);
     }
 }
 

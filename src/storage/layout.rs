@@ -121,6 +121,21 @@ impl Layout {
     }
 }
 
+/// A heap TID as stored in node records and buffer entries: block hi, block lo, offset.
+pub fn tid_words(t: &pgrx::pg_sys::ItemPointerData) -> [u16; 3] {
+    [t.ip_blkid.bi_hi, t.ip_blkid.bi_lo, t.ip_posid]
+}
+
+/// The heap TID of stored words (see [`tid_words`]).
+pub fn tid_of(t: &[u16; 3]) -> pgrx::pg_sys::ItemPointerData {
+    pgrx::pg_sys::ItemPointerData { ip_blkid: pgrx::pg_sys::BlockIdData { bi_hi: t[0], bi_lo: t[1] }, ip_posid: t[2] }
+}
+
+/// A heap TID as a hashable (block, offset) key.
+pub fn tid_key(t: &pgrx::pg_sys::ItemPointerData) -> (u32, u16) {
+    (((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, t.ip_posid)
+}
+
 /// The id of the node at `block`, line pointer `offset` (1-based).
 pub fn node_id(block: u32, offset: u16) -> NodeId {
     (block << 8) | (offset as u32 - 1)

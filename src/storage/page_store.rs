@@ -108,11 +108,7 @@ impl NodeRef<'_> {
 
     /// The heap TID.
     pub fn heap_tid(&self) -> pg_sys::ItemPointerData {
-        let t = self.header.tid;
-        pg_sys::ItemPointerData {
-            ip_blkid: pg_sys::BlockIdData { bi_hi: t[0], bi_lo: t[1] },
-            ip_posid: t[2],
-        }
+        tid_of(&self.header.tid)
     }
 
     /// Not a live row: deleted (awaiting repair) or a free slot.
@@ -148,7 +144,7 @@ unsafe fn node_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> NodeRef<
 fn fill_record(rec: &mut [u8], layout: &Layout, tid: &pg_sys::ItemPointerData, neighbors: &[NodeId], vector: &[f32]) {
     rec.fill(0);
     let header = NodeHeader {
-        tid: [tid.ip_blkid.bi_hi, tid.ip_blkid.bi_lo, tid.ip_posid],
+        tid: tid_words(tid),
         flags: 0,
         reserved: 0,
         neighbor_count: neighbors.len() as u16,
