@@ -51,14 +51,14 @@ mod tests {
     #[pg_test]
     fn index_scan_returns_exact_order() {
         Spi::run("CREATE TABLE t (id int, v vector(2))").unwrap();
-        Spi::run("INSERT INTO t SELECT i, ARRAY[i % 37, i / 37]::real[]::vector FROM generate_series(0, 999) i").unwrap();
+        Spi::run("INSERT INTO t SELECT i, ARRAY[i % 37, i / 37]::real[]::vector FROM generate_series(0, 999) i")
+            .unwrap();
         Spi::run("CREATE INDEX ON t USING omen (v vector_l2_ops)").unwrap();
         Spi::run("SET enable_seqscan = off").unwrap();
-        let ids = Spi::get_one::<Vec<i32>>(
-            "SELECT array_agg(id) FROM (SELECT id FROM t ORDER BY v <-> '[5,5]' LIMIT 5) s",
-        )
-        .unwrap()
-        .unwrap();
+        let ids =
+            Spi::get_one::<Vec<i32>>("SELECT array_agg(id) FROM (SELECT id FROM t ORDER BY v <-> '[5,5]' LIMIT 5) s")
+                .unwrap()
+                .unwrap();
         assert_eq!(ids.len(), 5);
         assert_eq!(ids[0], 5 * 37 + 5, "the exact match comes first");
         let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('t_v_idx')").unwrap().unwrap();

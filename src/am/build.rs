@@ -208,7 +208,8 @@ fn build_in_threads(vectors: &[f32], dims: usize, params: &GraphParams, threads:
             // flush timer, a memory-context dump request) are served after it.
             // SAFETY: reading the volatile flags PostgreSQL's signal handlers set.
             let pending = unsafe {
-                std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0 || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+                std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+                    || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
             };
             if pending {
                 stop.store(true, Relaxed);
@@ -302,7 +303,16 @@ pub unsafe extern "C-unwind" fn ambuild(
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
     // SAFETY: heap and index are the relations being indexed; the callback gets `state`.
     let heap_tuples = unsafe {
-        pg_sys::table_index_build_scan(heap, index, index_info, true, true, Some(build_callback), (&raw mut state).cast(), std::ptr::null_mut())
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            index_info,
+            true,
+            true,
+            Some(build_callback),
+            (&raw mut state).cast(),
+            std::ptr::null_mut(),
+        )
     };
     match state.overflow.as_mut() {
         None => write_graph(&mut state),
@@ -316,7 +326,8 @@ pub unsafe extern "C-unwind" fn ambuild(
     }
     // SAFETY: palloc0 of the result struct PostgreSQL expects.
     unsafe {
-        let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()).cast::<pg_sys::IndexBuildResult>();
+        let result =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()).cast::<pg_sys::IndexBuildResult>();
         (*result).heap_tuples = heap_tuples;
         (*result).index_tuples = state.indexed;
         result

@@ -15,7 +15,6 @@ use omen_core::graph::{self, BeamSearch};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use omen_core::graph::GraphParams;
 use super::merge::{BATCH, lock_merge, merge_some, unlock_merge};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
 use super::worker::request_merge;
@@ -23,6 +22,7 @@ use crate::storage::insert_buffer;
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, index_name, read_meta, update_meta};
 use crate::types::fmgr::datum_vector;
+use omen_core::graph::GraphParams;
 
 /// `aminsert`.
 #[pg_guard]

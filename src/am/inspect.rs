@@ -183,7 +183,9 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     }
     let meta = read_meta(index);
     let mut problems: Vec<String> = Vec::new();
-    let mut adjacency: std::collections::HashMap<NodeId, (bool, (u32, u16), Vec<NodeId>)> = Default::default();
+    // Per node: live, heap TID (block, offset), out-edges.
+    type NodeEntry = (bool, (u32, u16), Vec<NodeId>);
+    let mut adjacency: std::collections::HashMap<NodeId, NodeEntry> = Default::default();
     let mut free_slots = HashSet::new();
     if meta.dims > 0 {
         let store = PageStore::new(index, &meta);
@@ -207,7 +209,8 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
         if e.state == PENDING {
             *indexed.entry(tid).or_default() += 1;
         } else if !matches!(adjacency.get(&e.node), Some((_, t, _)) if *t == tid) {
-            problems.push(format!("buffer entry of row {tid:?} is linking node {}, which does not hold that row", e.node));
+            problems
+                .push(format!("buffer entry of row {tid:?} is linking node {}, which does not hold that row", e.node));
         }
     }
     for (deleted, tid, _) in adjacency.values() {

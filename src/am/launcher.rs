@@ -105,7 +105,7 @@ pub extern "C-unwind" fn omen_merge_launcher_main(_arg: pg_sys::Datum) {
             }
             last.insert((r.database, r.index), Instant::now());
             let oid = |v: u32| pg_sys::Oid::from(v);
-            if super::worker::start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index)).is_err() {
+            if !super::worker::start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index)) {
                 pgrx::log!("omen merge launcher: could not start a merge worker (max_worker_processes is exhausted)");
             }
         }

@@ -61,7 +61,12 @@ pub struct MergeCursor {
 /// Merges entries until about `budget` were merged or the buffer is empty; at most
 /// `max_seals` times it seals the append segment to go on with it. The caller holds the
 /// merge lock. Returns the entries merged.
-pub fn merge_some(index: pg_sys::Relation, cursor: &mut Option<MergeCursor>, budget: usize, mut max_seals: usize) -> usize {
+pub fn merge_some(
+    index: pg_sys::Relation,
+    cursor: &mut Option<MergeCursor>,
+    budget: usize,
+    mut max_seals: usize,
+) -> usize {
     let mut done = 0;
     let mut store = PageStore::new(index, &read_meta(index));
     store.cache_vectors();

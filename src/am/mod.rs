@@ -1,16 +1,16 @@
 //! The `omen` index access method, one file per phase:
 //!
-//! - [`options`]: WITH (...) options and the `omen.*` settings
-//! - [`build`]: CREATE INDEX (parallel in-memory build, pages logged at once)
-//! - [`insert`]: INSERT/UPDATE (to the insert buffer, or in place)
-//! - [`merge`]: merging the insert buffer into the graph
-//! - [`worker`]: the background worker that runs merges
-//! - [`launcher`]: with omendb preloaded, the one process that starts merge workers
-//! - [`scan`]: ORDER BY ... LIMIT (streamed beam search in exact distance order)
-//! - [`vacuum`]: VACUUM (dead rows' nodes marked deleted)
-//! - [`cost`]: the planner's cost model
-//! - [`validate`]: operator class checks
-//! - [`inspect`]: `omen_index_info` and `omen_check`
+//! - [`options`] — WITH (...) options and the `omen.*` settings
+//! - [`build`] — CREATE INDEX (parallel in-memory build, pages logged at once)
+//! - [`insert`] — INSERT/UPDATE (to the insert buffer, or in place)
+//! - [`merge`] — merging the insert buffer into the graph
+//! - [`worker`] — the background worker that runs merges
+//! - [`launcher`] — with omendb preloaded, the one process that starts merge workers
+//! - [`scan`] — ORDER BY ... LIMIT (streamed beam search in exact distance order)
+//! - [`vacuum`] — VACUUM (dead rows' nodes marked deleted)
+//! - [`cost`] — the planner's cost model
+//! - [`validate`] — operator class checks
+//! - [`inspect`] — `omen_index_info` and `omen_check`
 
 pub mod build;
 pub mod cost;
@@ -24,8 +24,8 @@ pub mod vacuum;
 pub mod validate;
 pub mod worker;
 
-use pgrx::pg_sys;
 use pgrx::PgBox;
+use pgrx::pg_sys;
 
 use crate::types::fmgr::pg_fn;
 

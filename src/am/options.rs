@@ -105,7 +105,8 @@ pub fn init() {
         pg_sys::add_bool_reloption(
             RELOPT_KIND as _,
             c"buffer".as_ptr(),
-            c"Inserts append to an insert buffer merged in the background (on) or go into the graph in place (off)".as_ptr(),
+            c"Inserts append to an insert buffer merged in the background (on) or go into the graph in place (off)"
+                .as_ptr(),
             true,
             light,
         );
@@ -122,15 +123,23 @@ pub fn init() {
 }
 
 fn parse_elt(name: &'static CStr, opttype: pg_sys::relopt_type::Type, offset: usize) -> pg_sys::relopt_parse_elt {
-    pg_sys::relopt_parse_elt { optname: name.as_ptr(), opttype, offset: offset as i32, ..Default::default() }
+    pg_sys::relopt_parse_elt { optname: name.as_ptr(), opttype, offset: offset as i32 }
 }
 
 /// `amoptions`: parses and validates the WITH (...) options.
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
     let table = [
-        parse_elt(c"max_neighbors", pg_sys::relopt_type::RELOPT_TYPE_INT, std::mem::offset_of!(OmenOptions, max_neighbors)),
-        parse_elt(c"build_list_size", pg_sys::relopt_type::RELOPT_TYPE_INT, std::mem::offset_of!(OmenOptions, build_list_size)),
+        parse_elt(
+            c"max_neighbors",
+            pg_sys::relopt_type::RELOPT_TYPE_INT,
+            std::mem::offset_of!(OmenOptions, max_neighbors),
+        ),
+        parse_elt(
+            c"build_list_size",
+            pg_sys::relopt_type::RELOPT_TYPE_INT,
+            std::mem::offset_of!(OmenOptions, build_list_size),
+        ),
         parse_elt(c"alpha", pg_sys::relopt_type::RELOPT_TYPE_REAL, std::mem::offset_of!(OmenOptions, alpha)),
         parse_elt(c"buffer", pg_sys::relopt_type::RELOPT_TYPE_BOOL, std::mem::offset_of!(OmenOptions, buffer)),
         parse_elt(

@@ -21,9 +21,9 @@ use std::collections::{HashSet, VecDeque};
 use omen_core::distance::Metric;
 
 use omen_core::graph::{BeamSearch, NodeId};
+use pgrx::PgMemoryContexts;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
 use crate::storage::insert_buffer::{self, LINKING, PENDING};
@@ -51,7 +51,11 @@ struct ScanState {
 
 /// `ambeginscan`.
 #[pg_guard]
-pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
+pub unsafe extern "C-unwind" fn ambeginscan(
+    index: pg_sys::Relation,
+    nkeys: i32,
+    norderbys: i32,
+) -> pg_sys::IndexScanDesc {
     // SAFETY: RelationGetIndexScan allocates the scan descriptor for this index.
     let scan = unsafe { pg_sys::RelationGetIndexScan(index, nkeys, norderbys) };
     let meta = read_meta(index);
@@ -193,9 +197,9 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                     continue;
                 }
                 let buffered_tids = &state.buffered_tids;
-                let tid = state
-                    .store
-                    .read(id, |n| (!n.is_deleted() && !buffered_tids.contains(&tid_key(&n.heap_tid()))).then(|| n.heap_tid()));
+                let tid = state.store.read(id, |n| {
+                    (!n.is_deleted() && !buffered_tids.contains(&tid_key(&n.heap_tid()))).then(|| n.heap_tid())
+                });
                 if tid.is_some() {
                     return tid;
                 }

@@ -123,9 +123,8 @@ fn bulk_delete(
     };
     for block in 1..block_count(index) {
         delay_point();
-        let touched = store.read_page(block, |nodes| {
-            nodes.iter().any(|n| !n.is_free() && (n.is_deleted() || is_dead(n)))
-        });
+        let touched =
+            store.read_page(block, |nodes| nodes.iter().any(|n| !n.is_free() && (n.is_deleted() || is_dead(n))));
         if !touched {
             continue;
         }
@@ -171,7 +170,16 @@ fn bulk_delete(
     if meta.entry != NO_NODE {
         for (id, vec) in &deleted {
             delay_point();
-            graph::repair_deleted(&mut store, *id, vec, meta.entry, &params, REPAIR_LIST_SIZE, REPAIR_EDGES, &mut search);
+            graph::repair_deleted(
+                &mut store,
+                *id,
+                vec,
+                meta.entry,
+                &params,
+                REPAIR_LIST_SIZE,
+                REPAIR_EDGES,
+                &mut search,
+            );
         }
     }
 
@@ -215,7 +223,12 @@ fn bulk_delete(
 /// Links every live node that cannot be reached from `entry` back into the graph: a search
 /// toward it (which only finds reachable nodes) gives the closest node with room below the
 /// slack degree, which gets an edge to it.
-pub(crate) fn reconnect_unreachable(store: &mut PageStore, entry: NodeId, params: &graph::GraphParams, search: &mut BeamSearch) {
+pub(crate) fn reconnect_unreachable(
+    store: &mut PageStore,
+    entry: NodeId,
+    params: &graph::GraphParams,
+    search: &mut BeamSearch,
+) {
     use std::collections::{HashMap, VecDeque};
     let mut adjacency: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     store.for_each_node(|id, node| {

@@ -1,8 +1,8 @@
 //! `amvalidate`: an omen operator class has one ordering operator (strategy 1, returning
 //! float8) and support function 1, one of omendb's four distance functions.
 
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 
 /// `amvalidate`.
 #[pg_guard]

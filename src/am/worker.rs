@@ -91,7 +91,7 @@ fn launch(index: pg_sys::Relation) -> Launch {
     unlock_merge(index);
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
-    if super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)).is_ok() {
+    if super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)) {
         Launch::Started
     } else {
         Launch::Failed
@@ -99,8 +99,8 @@ fn launch(index: pg_sys::Relation) -> Launch {
 }
 
 /// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
-/// index in the worker's process title).
-pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> Result<(), ()> {
+/// index in the worker's process title). False when no worker slot is free.
+pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> bool {
     BackgroundWorkerBuilder::new(&format!("omen merge of {label}"))
         .set_type("omen merge worker")
         .set_library("omendb")
@@ -110,8 +110,7 @@ pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> Result<
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .load_dynamic()
-        .map(|_| ())
-        .map_err(|_| ())
+        .is_ok()
 }
 
 /// The worker's entry point (`bgw_function_name`): merges the insert buffer of the index
@@ -146,14 +145,17 @@ fn merge_step(index_oid: pg_sys::Oid, cursor: &mut Option<MergeCursor>, named: &
     let is_omen = unsafe {
         let rel = &*(*index).rd_rel;
         let am = pg_sys::get_am_name(rel.relam);
-        rel.relkind == pg_sys::RELKIND_INDEX as std::ffi::c_char && !am.is_null() && std::ffi::CStr::from_ptr(am) == c"omen"
+        rel.relkind == pg_sys::RELKIND_INDEX as std::ffi::c_char
+            && !am.is_null()
+            && std::ffi::CStr::from_ptr(am) == c"omen"
     };
     let mut more = false;
     if is_omen {
         if !*named {
             *named = true;
             let name = CString::new(format!("omen merge: {}", index_name(index))).unwrap_or_default();
-            let activity = CString::new(format!("merging the insert buffer of index {}", index_name(index))).unwrap_or_default();
+            let activity =
+                CString::new(format!("merging the insert buffer of index {}", index_name(index))).unwrap_or_default();
             // SAFETY: both strings are copied by the callees.
             unsafe {
                 pg_sys::pgstat_report_appname(name.as_ptr());

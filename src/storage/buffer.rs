@@ -11,7 +11,8 @@ pub fn pin_and_lock(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, blo
     // SAFETY: `index` is an open relation; ReadBufferExtended raises an ERROR for a block past
     // the end instead of returning an invalid buffer, and LockBuffer locks the pinned buffer.
     unsafe {
-        let buf = pg_sys::ReadBufferExtended(index, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        let buf =
+            pg_sys::ReadBufferExtended(index, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
         pg_sys::LockBuffer(buf, mode as i32);
         buf
     }

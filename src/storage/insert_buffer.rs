@@ -179,11 +179,16 @@ pub fn append(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, vector: &[
             let guard = WriteGuard::new(index, seen.buffer_tail);
             let page = guard.page();
             // SAFETY: the opaque area is read only after checking it is a buffer page.
-            let open = is_buffer_page(page) && unsafe { opaque(page).segment == seen.buffer_segment && opaque(page).flags & SEALED == 0 };
+            let open = is_buffer_page(page)
+                && unsafe { opaque(page).segment == seen.buffer_segment && opaque(page).flags & SEALED == 0 };
             if open && add_entry(page, &rec) {
                 guard.commit();
                 let pages = (seen.buffer_pages + seen.merge_pages) as usize;
-                return Appended { new_page: false, capacity_in_use: pages * per_page, merge_waiting: seen.merge_tail != NO_BLOCK };
+                return Appended {
+                    new_page: false,
+                    capacity_in_use: pages * per_page,
+                    merge_waiting: seen.merge_tail != NO_BLOCK,
+                };
             }
         }
         // The tail is missing, full or sealed: add a page, under the metapage lock.
@@ -276,7 +281,12 @@ fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(&EntryHeader, 
 }
 
 /// Copies out the entries of buffer page `block` that `keep` accepts (by header).
-pub fn read_entries(index: pg_sys::Relation, block: u32, dims: usize, keep: impl Fn(&EntryHeader) -> bool) -> Vec<Entry> {
+pub fn read_entries(
+    index: pg_sys::Relation,
+    block: u32,
+    dims: usize,
+    keep: impl Fn(&EntryHeader) -> bool,
+) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut offset = 0;
     scan_entries(index, block, dims, |header, vector| {
@@ -306,7 +316,8 @@ pub fn edit_entries(index: pg_sys::Relation, block: u32, f: impl FnOnce(&mut [&m
         return;
     }
     // SAFETY: exclusively locked working copy; distinct line pointers are distinct records.
-    let mut headers: Vec<&mut EntryHeader> = (1..=item_count(page) as u16).map(|off| unsafe { entry_header(page, off) }).collect();
+    let mut headers: Vec<&mut EntryHeader> =
+        (1..=item_count(page) as u16).map(|off| unsafe { entry_header(page, off) }).collect();
     if f(&mut headers) {
         drop(headers);
         guard.commit();

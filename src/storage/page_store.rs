@@ -45,9 +45,7 @@ pub fn update_meta(index: pg_sys::Relation, edit: impl FnOnce(&mut Meta)) {
 /// The relation's name, for messages.
 pub fn index_name(index: pg_sys::Relation) -> String {
     // SAFETY: an open relation has a valid rd_rel with a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned()
 }
 
 /// Number of blocks in the index's main fork.
@@ -143,13 +141,8 @@ unsafe fn node_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> NodeRef<
 /// Fills a node record at `rec` (node_size bytes).
 fn fill_record(rec: &mut [u8], layout: &Layout, tid: &pg_sys::ItemPointerData, neighbors: &[NodeId], vector: &[f32]) {
     rec.fill(0);
-    let header = NodeHeader {
-        tid: tid_words(tid),
-        flags: 0,
-        reserved: 0,
-        neighbor_count: neighbors.len() as u16,
-        reserved2: 0,
-    };
+    let header =
+        NodeHeader { tid: tid_words(tid), flags: 0, reserved: 0, neighbor_count: neighbors.len() as u16, reserved2: 0 };
     // SAFETY: `rec` has node_size bytes: header, slack_degree ids, dims floats.
     unsafe {
         std::ptr::write_unaligned(rec.as_mut_ptr().cast::<NodeHeader>(), header);
@@ -330,11 +323,11 @@ impl PageStore {
                 // A block added by an extension that a crash cut short: initialize it here.
                 init_page(guard.page());
             }
-            if !super::insert_buffer::is_buffer_page(guard.page()) {
-                if let Some(off) = add_record(guard.page(), &rec, &self.layout) {
-                    let id = node_id(guard.block(), off);
-                    return self.commit_new(guard, id, &mut link);
-                }
+            if !super::insert_buffer::is_buffer_page(guard.page())
+                && let Some(off) = add_record(guard.page(), &rec, &self.layout)
+            {
+                let id = node_id(guard.block(), off);
+                return self.commit_new(guard, id, &mut link);
             }
         }
         let guard = WriteGuard::extend(self.index);
@@ -423,7 +416,8 @@ impl PageStore {
         let count = node_count(guard.page()) as u16;
         // SAFETY: exclusively locked working copy; offsets within its line pointers, and
         // each record is a distinct, non-overlapping part of the page.
-        let mut nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
+        let mut nodes: Vec<NodeRef> =
+            (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
         if f(block, &mut nodes) {
             drop(nodes);
             guard.commit();

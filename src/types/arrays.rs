@@ -14,7 +14,14 @@ fn byval_array(datums: &mut [pg_sys::Datum], elemtype: pg_sys::Oid, len: i32, al
     // SAFETY: `datums` holds `datums.len()` valid byval datums of `elemtype`; construct_array
     // copies them into a new palloc'd array.
     let arr = unsafe {
-        pg_sys::construct_array(datums.as_mut_ptr(), datums.len() as i32, elemtype, len, true, align as std::ffi::c_char)
+        pg_sys::construct_array(
+            datums.as_mut_ptr(),
+            datums.len() as i32,
+            elemtype,
+            len,
+            true,
+            align as std::ffi::c_char,
+        )
     };
     pg_sys::Datum::from(arr)
 }
@@ -30,7 +37,10 @@ fn float8_state<'a>(arr: *mut pg_sys::ArrayType) -> &'a [f64] {
     // SAFETY: `arr` is a detoasted array (Call::array); its fixed header is readable.
     let (ndim, dataoffset, elemtype) = unsafe { ((*arr).ndim, (*arr).dataoffset, (*arr).elemtype) };
     if ndim != 1 || dataoffset != 0 || elemtype != pg_sys::FLOAT8OID {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "invalid state for vector aggregate: expected a float8[] without nulls");
+        raise(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            "invalid state for vector aggregate: expected a float8[] without nulls",
+        );
     }
     // SAFETY: a 1-D array without nulls stores its length right after the header, and its
     // elements from offset 24 on, MAXALIGN'd, so the f64 slice is in bounds and aligned.
@@ -102,9 +112,7 @@ pg_fn!(omen_array_to_vector, pg_finfo_omen_array_to_vector, |call| {
     let (len, align) = match elemtype {
         pg_sys::INT4OID | pg_sys::FLOAT4OID => (4, b'i'),
         pg_sys::FLOAT8OID => (8, b'd'),
-        _ => raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            "unsupported array element type for a cast to vector"
-        ),
+        _ => raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "unsupported array element type for a cast to vector"),
     };
     let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
     let mut nulls: *mut bool = std::ptr::null_mut();
@@ -128,7 +136,10 @@ pg_fn!(omen_array_to_vector, pg_finfo_omen_array_to_vector, |call| {
             _ => {
                 let x = f64::from_bits(d.value() as u64);
                 if x.is_finite() && x.abs() > f32::MAX as f64 {
-                    raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, format!("\"{x:e}\" is out of range for type vector"));
+                    raise(
+                        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                        format!("\"{x:e}\" is out of range for type vector"),
+                    );
                 }
                 x as f32
             }
@@ -140,8 +151,7 @@ pg_fn!(omen_array_to_vector, pg_finfo_omen_array_to_vector, |call| {
 
 // omen_vector_to_float4(vector, typmod, explicit) -> real[].
 pg_fn!(omen_vector_to_float4, pg_finfo_omen_vector_to_float4, |call| {
-    let mut datums: Vec<pg_sys::Datum> =
-        call.vector(0).iter().map(|x| pg_sys::Datum::from(x.to_bits())).collect();
+    let mut datums: Vec<pg_sys::Datum> = call.vector(0).iter().map(|x| pg_sys::Datum::from(x.to_bits())).collect();
     byval_array(&mut datums, pg_sys::FLOAT4OID, 4, b'i')
 });
 

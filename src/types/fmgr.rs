@@ -24,6 +24,9 @@ macro_rules! pg_fn {
         #[::pgrx::pg_guard]
         #[unsafe(no_mangle)]
         #[allow(unused_braces)]
+        /// # Safety
+        /// Called by fmgr only, with the call info of a call whose arguments match the SQL
+        /// signature declared for this symbol in `sql/omendb.sql`.
         pub unsafe extern "C-unwind" fn $name(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
             // SAFETY: fmgr calls us with a valid fcinfo whose arguments match the SQL signature
             // declared in sql/omendb.sql for this symbol.
@@ -36,8 +39,7 @@ pub(crate) use pg_fn;
 
 /// Raises an ERROR with SQLSTATE `code`; PostgreSQL unwinds the call (via pg_guard).
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
-    pgrx::pg_sys::panic::ErrorReport::new(code, message.into(), "omendb")
-        .report(pgrx::PgLogLevel::ERROR);
+    pgrx::pg_sys::panic::ErrorReport::new(code, message.into(), "omendb").report(pgrx::PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
 }
 
@@ -133,8 +135,9 @@ pub fn vector_slice<'a>(v: *mut pg_sys::varlena) -> &'a [f32] {
     let (size, dim) = unsafe { (pgrx::varsize_4b(v), *(v.cast::<u8>().add(4).cast::<i16>())) };
     let dim = dim as usize;
     if size != VECTOR_HEADER + 4 * dim {
-        raise(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            format!("vector datum is corrupt: {size} bytes for {dim} dimensions")
+        raise(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("vector datum is corrupt: {size} bytes for {dim} dimensions"),
         );
     }
     // SAFETY: the check above proves `dim` floats follow the 8-byte header.
@@ -202,8 +205,9 @@ pub fn cstring_datum(s: &str) -> pg_sys::Datum {
 /// ERROR for operands of different dimensions.
 pub fn check_same_dims(a: &[f32], b: &[f32]) {
     if a.len() != b.len() {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("different vector dimensions {} and {}", a.len(), b.len())
+        raise(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("different vector dimensions {} and {}", a.len(), b.len()),
         );
     }
 }
@@ -214,8 +218,9 @@ pub fn check_dims(dim: usize) {
         raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "vector must have at least 1 dimension");
     }
     if dim > omen_core::MAX_DIM {
-        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("vector cannot have more than {} dimensions", omen_core::MAX_DIM)
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("vector cannot have more than {} dimensions", omen_core::MAX_DIM),
         );
     }
 }
@@ -223,9 +228,7 @@ pub fn check_dims(dim: usize) {
 /// ERROR when a vector of `dim` dimensions does not fit typmod `typmod` (-1: any).
 pub fn check_typmod(dim: usize, typmod: i32) {
     if typmod != -1 && dim as i32 != typmod {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("expected {typmod} dimensions, not {dim}")
-        );
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("expected {typmod} dimensions, not {dim}"));
     }
 }
 

@@ -47,13 +47,9 @@ pg_fn!(omen_l1_distance, pg_finfo_omen_l1_distance, |call| {
     float8_datum(distance::l1_distance(a, b))
 });
 
-pg_fn!(omen_vector_dims, pg_finfo_omen_vector_dims, |call| {
-    int4_datum(call.vector(0).len() as i32)
-});
+pg_fn!(omen_vector_dims, pg_finfo_omen_vector_dims, |call| { int4_datum(call.vector(0).len() as i32) });
 
-pg_fn!(omen_vector_norm, pg_finfo_omen_vector_norm, |call| {
-    float8_datum(distance::norm(call.vector(0)))
-});
+pg_fn!(omen_vector_norm, pg_finfo_omen_vector_norm, |call| { float8_datum(distance::norm(call.vector(0))) });
 
 pg_fn!(omen_l2_normalize, pg_finfo_omen_l2_normalize, |call| {
     let v = call.vector(0);
@@ -121,9 +117,7 @@ fn compare(call: &Call) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-pg_fn!(omen_vector_cmp, pg_finfo_omen_vector_cmp, |call| {
-    int4_datum(compare(call) as i32)
-});
+pg_fn!(omen_vector_cmp, pg_finfo_omen_vector_cmp, |call| { int4_datum(compare(call) as i32) });
 pg_fn!(omen_vector_lt, pg_finfo_omen_vector_lt, |call| { bool_datum(compare(call).is_lt()) });
 pg_fn!(omen_vector_le, pg_finfo_omen_vector_le, |call| { bool_datum(compare(call).is_le()) });
 pg_fn!(omen_vector_eq, pg_finfo_omen_vector_eq, |call| { bool_datum(compare(call).is_eq()) });

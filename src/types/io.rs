@@ -14,24 +14,18 @@ pg_fn!(omen_vector_in, pg_finfo_omen_vector_in, |call| {
     let typmod = call.typmod_arg(2);
     let values = match text::parse(&input) {
         Ok(v) => v,
-        Err(e @ ParseError::Malformed(_)) | Err(e @ ParseError::Empty) => raise(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            e.to_string()
-        ),
-        Err(e @ ParseError::TooManyDimensions) => {
-            raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, e.to_string())
+        Err(e @ ParseError::Malformed(_)) | Err(e @ ParseError::Empty) => {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, e.to_string())
         }
+        Err(e @ ParseError::TooManyDimensions) => raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, e.to_string()),
         Err(e @ ParseError::NotFinite(_)) => raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, e.to_string()),
-        Err(e @ ParseError::OutOfRange(_)) => {
-            raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, e.to_string())
-        }
+        Err(e @ ParseError::OutOfRange(_)) => raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, e.to_string()),
     };
     check_typmod(values.len(), typmod);
     vector_datum(&values)
 });
 
-pg_fn!(omen_vector_out, pg_finfo_omen_vector_out, |call| {
-    cstring_datum(&text::format(call.vector(0)))
-});
+pg_fn!(omen_vector_out, pg_finfo_omen_vector_out, |call| { cstring_datum(&text::format(call.vector(0))) });
 
 pg_fn!(omen_vector_typmod_in, pg_finfo_omen_vector_typmod_in, |call| {
     let mut n = 0;
@@ -44,13 +38,12 @@ pg_fn!(omen_vector_typmod_in, pg_finfo_omen_vector_typmod_in, |call| {
     // SAFETY: n == 1, so `mods` points at one int32.
     let dim = unsafe { *mods };
     if dim < 1 {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "dimensions for type vector must be at least 1"
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "dimensions for type vector must be at least 1");
     }
     if dim as usize > omen_core::MAX_DIM {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("dimensions for type vector cannot exceed {}", omen_core::MAX_DIM)
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("dimensions for type vector cannot exceed {}", omen_core::MAX_DIM),
         );
     }
     int4_datum(dim)
@@ -66,8 +59,9 @@ pg_fn!(omen_vector_recv, pg_finfo_omen_vector_recv, |call| {
         std::slice::from_raw_parts(b.data.add(b.cursor as usize).cast::<u8>(), (b.len - b.cursor) as usize)
     };
     let bad = |what: &str| -> ! {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
-            format!("invalid binary data for type vector: {what}")
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("invalid binary data for type vector: {what}"),
         )
     };
     if rest.len() < 4 {

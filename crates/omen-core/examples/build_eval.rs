@@ -62,6 +62,10 @@ fn main() {
             let gt = &truth[qi * tdim..qi * tdim + 10];
             hits += got.iter().filter(|id| gt.contains(&(**id as f32))).count();
         }
-        println!("L {l}: recall@10 {:.4}, {:.0} µs/query", hits as f64 / (10 * nq) as f64, t0.elapsed().as_micros() as f64 / nq as f64);
+        println!(
+            "L {l}: recall@10 {:.4}, {:.0} µs/query",
+            hits as f64 / (10 * nq) as f64,
+            t0.elapsed().as_micros() as f64 / nq as f64
+        );
     }
 }

@@ -47,9 +47,8 @@ fn trim(s: &str) -> &str {
 
 /// Parses `[x,y,...]` into floats.
 pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
-    let malformed = |detail: &str| {
-        ParseError::Malformed(format!("invalid input syntax for type vector: \"{input}\"{detail}"))
-    };
+    let malformed =
+        |detail: &str| ParseError::Malformed(format!("invalid input syntax for type vector: \"{input}\"{detail}"));
     let s = trim(input);
     let inner = s
         .strip_prefix('[')
@@ -93,9 +92,7 @@ fn parse_element(e: &str) -> Result<f32, ElementError> {
     if word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity") {
         return Err(ElementError::NotFinite("infinite value"));
     }
-    let ok_chars = e
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    let ok_chars = e.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
     if !ok_chars || !e.bytes().any(|b| b.is_ascii_digit()) {
         return Err(ElementError::Syntax);
     }

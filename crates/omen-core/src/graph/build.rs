@@ -97,7 +97,7 @@ pub fn build(
     progress: &mut dyn FnMut(usize, usize),
     should_stop: &mut dyn FnMut() -> bool,
 ) -> Option<BuiltGraph> {
-    assert!(dim > 0 && vectors.len() % dim == 0, "vectors.len() must be a multiple of dim");
+    assert!(dim > 0 && vectors.len().is_multiple_of(dim), "vectors.len() must be a multiple of dim");
     assert!(params.max_neighbors > 0, "max_neighbors must be positive");
     let n = vectors.len() / dim;
     assert!(n < NodeId::MAX as usize, "too many vectors for u32 node ids");
@@ -195,16 +195,9 @@ fn link_batch(
 }
 
 /// RobustPrune `list` (the neighbours of `j`) down to `R`.
-fn prune_list(
-    mut store: Frozen<'_>,
-    j: NodeId,
-    list: &[NodeId],
-    alpha: f32,
-    params: &GraphParams,
-) -> Vec<NodeId> {
+fn prune_list(mut store: Frozen<'_>, j: NodeId, list: &[NodeId], alpha: f32, params: &GraphParams) -> Vec<NodeId> {
     let v = store.vec(j);
-    let mut candidates: Vec<(NodeId, f32)> =
-        list.iter().map(|&q| (q, store.distance(q, v))).collect();
+    let mut candidates: Vec<(NodeId, f32)> = list.iter().map(|&q| (q, store.distance(q, v))).collect();
     robust_prune(&mut store, j, v, &mut candidates, alpha, params)
 }
 
@@ -227,13 +220,7 @@ fn prune_overfull(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], params
 /// reachable node with a free slot (below `R`) among those a search for it visits, then
 /// everything it reaches is marked. Sequential and in id order, so deterministic; costs
 /// one search per unreachable node and a traversal of the graph.
-fn connect_unreachable(
-    vectors: &[f32],
-    dim: usize,
-    graph: &mut [Vec<NodeId>],
-    entry: NodeId,
-    params: &GraphParams,
-) {
+fn connect_unreachable(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], entry: NodeId, params: &GraphParams) {
     let n = graph.len();
     let mut reached = vec![false; n];
     let mut stack = Vec::new();

@@ -153,9 +153,7 @@ pub fn repair_deleted<S: GraphStore>(
                 to_results.push((i, sane(store.distance(r, &p_vec))));
             }
         }
-        let order = |a: &(usize, f32), b: &(usize, f32)| {
-            a.1.total_cmp(&b.1).then(results[a.0].cmp(&results[b.0]))
-        };
+        let order = |a: &(usize, f32), b: &(usize, f32)| a.1.total_cmp(&b.1).then(results[a.0].cmp(&results[b.0]));
         let take = c.min(to_results.len());
         if take > 0 && take < to_results.len() {
             to_results.select_nth_unstable_by(take - 1, order);

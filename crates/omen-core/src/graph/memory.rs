@@ -24,7 +24,7 @@ impl MemoryStore {
 
     /// A store over `vectors` (row-major, `len / dim` nodes) with empty neighbour lists.
     pub fn from_vectors(vectors: Vec<f32>, dim: usize, metric: Metric) -> Self {
-        assert!(dim > 0 && vectors.len() % dim == 0, "vectors.len() must be a multiple of dim");
+        assert!(dim > 0 && vectors.len().is_multiple_of(dim), "vectors.len() must be a multiple of dim");
         let n = vectors.len() / dim;
         MemoryStore { dim, metric, vectors, neighbors: vec![Vec::new(); n], deleted: vec![false; n] }
     }

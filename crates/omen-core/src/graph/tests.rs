@@ -147,7 +147,8 @@ fn batched_merge_keeps_recall_and_invariants() {
         let mut placed: Vec<(NodeId, &[f32])> = Vec::new();
         let mut links = Vec::new();
         for row in batch {
-            let extra: Vec<(NodeId, f32)> = placed.iter().map(|&(id, v)| (id, p.metric.rank_distance(v, row))).collect();
+            let extra: Vec<(NodeId, f32)> =
+                placed.iter().map(|&(id, v)| (id, p.metric.rank_distance(v, row))).collect();
             let out = choose_neighbors(&mut store, NodeId::MAX, row, entry, &extra, &p, &mut search);
             assert!(!out.is_empty() && out.len() <= p.max_neighbors);
             let id = store.push(row);
@@ -404,8 +405,11 @@ fn large_build_timing() {
     let g = build(&data, dim, &p, 42, &mut |d, _| last = d, &mut || false).unwrap();
     let el = t.elapsed();
     let degs: usize = g.neighbors.iter().map(|l| l.len()).sum();
-    println!("build {n}x{dim} ({clusters} clusters, latent {latent}) on {} threads: {el:?}, avg degree {:.1}",
-        rayon::current_num_threads(), degs as f64 / n as f64);
+    println!(
+        "build {n}x{dim} ({clusters} clusters, latent {latent}) on {} threads: {el:?}, avg degree {:.1}",
+        rayon::current_num_threads(),
+        degs as f64 / n as f64
+    );
     check_invariants(&g.neighbors, g.entry, p.max_neighbors);
     let entry = g.entry;
     let mut store = MemoryStore::from_graph(data, dim, p.metric, g);
@@ -418,9 +422,16 @@ fn large_build_timing() {
     // Where the distance computations of one insert go.
     struct Counting<'a>(&'a mut MemoryStore, usize);
     impl GraphStore for Counting<'_> {
-        fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 { self.1 += 1; self.0.distance(id, q) }
-        fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) { self.0.neighbors(id, out) }
-        fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) { self.0.vector(id, out) }
+        fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 {
+            self.1 += 1;
+            self.0.distance(id, q)
+        }
+        fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+            self.0.neighbors(id, out)
+        }
+        fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+            self.0.vector(id, out)
+        }
         fn set_neighbors(&mut self, _: NodeId, _: &[NodeId]) {}
     }
     let (mut s_count, mut p_count, mut visited) = (0, 0, 0);
@@ -437,5 +448,10 @@ fn large_build_timing() {
         robust_prune(&mut c, i, &v, &mut cands, p.alpha, &p);
         p_count += c.1;
     }
-    println!("per insert: search {} distances, {} expanded, prune {} distances", s_count / 200, visited / 200, p_count / 200);
+    println!(
+        "per insert: search {} distances, {} expanded, prune {} distances",
+        s_count / 200,
+        visited / 200,
+        p_count / 200
+    );
 }

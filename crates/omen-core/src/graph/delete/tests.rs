@@ -86,11 +86,8 @@ fn truth(vectors: &[&[f32]], metric: Metric, queries: &[f32], dim: usize) -> Vec
     queries
         .chunks_exact(dim)
         .map(|q| {
-            let mut all: Vec<(f32, usize)> = vectors
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (sane(metric.rank_distance(v, q)), i))
-                .collect();
+            let mut all: Vec<(f32, usize)> =
+                vectors.iter().enumerate().map(|(i, v)| (sane(metric.rank_distance(v, q)), i)).collect();
             all.select_nth_unstable_by(9, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             all[..10].iter().map(|x| x.1).collect()
         })
@@ -162,8 +159,7 @@ impl Arm {
             self.entry_deleted += 1;
             let old = self.entry;
             let v = store.vector_of(old).to_vec();
-            self.entry = replacement_entry(store, old, &v, L_D, &mut self.search)
-                .expect("a live node is left");
+            self.entry = replacement_entry(store, old, &v, L_D, &mut self.search).expect("a live node is left");
             assert!(store.is_live(self.entry));
         }
         if self.repair {
@@ -214,8 +210,7 @@ fn churn_rounds(
     let p = *p;
     let g = build_quiet(&data, dim, &p, seed);
     let store = MemoryStore::from_graph(data, dim, metric, g.clone());
-    let mut arms: Vec<Arm> =
-        arms.iter().map(|&(label, repair)| Arm::new(label, &store, g.entry, repair)).collect();
+    let mut arms: Vec<Arm> = arms.iter().map(|&(label, repair)| Arm::new(label, &store, g.entry, repair)).collect();
     drop(store);
     let mut live: Vec<NodeId> = (0..n as NodeId).collect();
     let mut rng = SplitMix64(seed ^ 0xDE1E7E);
@@ -251,13 +246,10 @@ fn churn_rounds(
         let fresh_entry = fresh_graph.entry;
         let mut fresh = MemoryStore::from_graph(flat, dim, metric, fresh_graph);
         let fresh_ids: Vec<NodeId> = (0..live.len() as NodeId).collect();
-        let degree = |s: &MemoryStore| {
-            s.adjacency().iter().map(Vec::len).sum::<usize>() as f64 / live.len() as f64
-        };
+        let degree = |s: &MemoryStore| s.adjacency().iter().map(Vec::len).sum::<usize>() as f64 / live.len() as f64;
         let f = recall(&mut fresh, fresh_entry, &queries, &truth, &fresh_ids, L_SEARCH);
         let f10 = recall(&mut fresh, fresh_entry, &queries, &truth, &fresh_ids, 10);
-        let mut line =
-            format!("round {round:2}: fresh build {f:.4} / {f10:.4} deg {:.1}", degree(&fresh));
+        let mut line = format!("round {round:2}: fresh build {f:.4} / {f10:.4} deg {:.1}", degree(&fresh));
         let mut first = 0.0;
         for (k, arm) in arms.iter_mut().enumerate() {
             let r = recall(&mut arm.store, arm.entry, &queries, &truth, &live, L_SEARCH);
@@ -349,9 +341,8 @@ fn repair_rewrites_in_neighbours() {
             continue;
         }
         let before = store.adjacency().to_vec();
-        let in_neighbours: Vec<NodeId> = (0..n as NodeId)
-            .filter(|&i| store.is_live(i) && before[i as usize].contains(&d))
-            .collect();
+        let in_neighbours: Vec<NodeId> =
+            (0..n as NodeId).filter(|&i| store.is_live(i) && before[i as usize].contains(&d)).collect();
         // Also delete the node most of d's in-neighbours point at: the rewritten lists
         // must drop it too.
         let mut counts = std::collections::HashMap::new();
@@ -363,8 +354,7 @@ fn repair_rewrites_in_neighbours() {
             }
         }
         let other = counts.into_iter().max_by_key(|&(q, c)| (c, q)).map(|(q, _)| q);
-        let in_neighbours: Vec<NodeId> =
-            in_neighbours.into_iter().filter(|&i| Some(i) != other).collect();
+        let in_neighbours: Vec<NodeId> = in_neighbours.into_iter().filter(|&i| Some(i) != other).collect();
         store.set_deleted(d, true);
         if let Some(o) = other {
             store.set_deleted(o, true);
@@ -428,8 +418,7 @@ fn replace_the_entry(
     let ids: Vec<NodeId> = (0..n as NodeId).collect();
     let vectors: Vec<&[f32]> = ids.iter().map(|&i| store.vector_of(i)).collect();
     let before_truth = truth(&vectors, p.metric, &queries, dim);
-    let before =
-        [10, L_SEARCH].map(|l| recall(&mut store, entry, &queries, &before_truth, &ids, l));
+    let before = [10, L_SEARCH].map(|l| recall(&mut store, entry, &queries, &before_truth, &ids, l));
 
     // A live entry is its own replacement.
     let entry_vec = store.vector_of(entry).to_vec();
@@ -452,8 +441,7 @@ fn replace_the_entry(
     let live: Vec<NodeId> = (0..n as NodeId).filter(|&i| i != entry).collect();
     let vectors: Vec<&[f32]> = live.iter().map(|&i| store.vector_of(i)).collect();
     let after_truth = truth(&vectors, p.metric, &queries, dim);
-    let after =
-        [10, L_SEARCH].map(|l| recall(&mut store, new_entry, &queries, &after_truth, &live, l));
+    let after = [10, L_SEARCH].map(|l| recall(&mut store, new_entry, &queries, &after_truth, &live, l));
     println!(
         "{n}x{dim}, {clusters} clusters (latent {latent}): recall@10 at L=10, L={L_SEARCH} \
          {before:.4?} from the medoid, {after:.4?} from its replacement"
@@ -479,13 +467,11 @@ fn repair_keeps_out_neighbours_reachable() {
         let d_vec = store.vector_of(d).to_vec();
         let outs = store.neighbors_of(d).to_vec();
         let far = |&w: &NodeId| (sane(p.metric.rank_distance(store.vector_of(w), &d_vec)), w);
-        let farthest =
-            outs.iter().filter(|&&w| w != entry).map(far).max_by(|a, b| a.0.total_cmp(&b.0));
+        let farthest = outs.iter().filter(|&&w| w != entry).map(far).max_by(|a, b| a.0.total_cmp(&b.0));
         let w = farthest.unwrap().1;
         for i in 0..n as NodeId {
             if i != d && store.neighbors_of(i).contains(&w) {
-                let list: Vec<NodeId> =
-                    store.neighbors_of(i).iter().copied().filter(|&q| q != w).collect();
+                let list: Vec<NodeId> = store.neighbors_of(i).iter().copied().filter(|&q| q != w).collect();
                 store.set_neighbors(i, &list);
             }
         }
@@ -520,8 +506,7 @@ fn replacement_entry_keeps_the_graph_searchable() {
     // A deleted neighbourhood larger than the list: the search widens until it finds a
     // live node.
     let mut by_distance: Vec<NodeId> = live.clone();
-    by_distance
-        .sort_by(|&a, &b| store.distance(a, &entry_vec).total_cmp(&store.distance(b, &entry_vec)));
+    by_distance.sort_by(|&a, &b| store.distance(a, &entry_vec).total_cmp(&store.distance(b, &entry_vec)));
     for &i in &by_distance[..300] {
         store.set_deleted(i, true);
     }
@@ -585,5 +570,3 @@ fn insert_never_links_to_deleted_nodes() {
     }
     assert!(seen[n..].iter().all(|&s| s), "an inserted node is unreachable");
 }
-
-
