@@ -16,7 +16,7 @@ pg18_home() {
 data_dir() {
     local here
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    for d in "${OMEN_DATA:-}" "$here/../shared/data" /work/shared/data; do
+    for d in "${OMEN_DATA:-}" "$here/../shared/data"; do
         if [ -n "$d" ] && [ -d "$d/siftsmall" ]; then
             echo "$d"
             return 0
