@@ -13,6 +13,7 @@
 
 pub mod distance;
 pub mod graph;
+pub mod quant;
 pub mod text;
 
 /// Largest number of dimensions a vector may have (pgvector's limit too).

@@ -115,6 +115,22 @@ pub trait GraphStore {
     /// stores prefetch the vector into the CPU cache, a page store could start a read.
     #[inline]
     fn prefetch(&mut self, _id: NodeId) {}
+    /// Called by [`BeamSearch::start`] with the query before any [`GraphStore::expand_coded`].
+    fn prepare(&mut self, _query: &[f32]) {}
+    /// Traversal on compressed codes. A store whose node records carry their neighbours'
+    /// codes reads node `id` once: it appends to `out` each out-neighbour `n` for which
+    /// `keep(n)` is true, with its *estimated* distance to the prepared query, and returns
+    /// `id`'s exact distance and whether `id` is live. The default (None) means the store
+    /// has no codes: the search then calls [`GraphStore::neighbors`] and
+    /// [`GraphStore::distance`], and every distance it holds is exact.
+    fn expand_coded(
+        &mut self,
+        _id: NodeId,
+        _keep: &mut dyn FnMut(NodeId) -> bool,
+        _out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        None
+    }
 }
 
 /// Ask the CPU to pull `data` into its caches (a no-op on other architectures).

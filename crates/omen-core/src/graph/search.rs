@@ -67,7 +67,15 @@ pub struct BeamSearch {
     cursor: usize,
     list_size: usize,
     neighbor_buf: Vec<NodeId>,
+    scored_buf: Vec<(NodeId, f32)>,
     distance_count: usize,
+    /// The store traverses on codes ([`GraphStore::expand_coded`]): list distances are
+    /// estimates, and only expanded nodes have exact distances.
+    coded: bool,
+    /// Expanded nodes' liveness, parallel to `visited` (coded searches).
+    visited_live: Vec<bool>,
+    /// The results view: the best `list_size` live nodes by exact distance.
+    ranked: Vec<(NodeId, f32)>,
 }
 
 impl Default for BeamSearch {
@@ -87,7 +95,11 @@ impl BeamSearch {
             cursor: 0,
             list_size: 0,
             neighbor_buf: Vec::new(),
+            scored_buf: Vec::new(),
             distance_count: 0,
+            coded: false,
+            visited_live: Vec::new(),
+            ranked: Vec::new(),
         }
     }
 
@@ -101,6 +113,10 @@ impl BeamSearch {
         self.cursor = 0;
         self.list_size = 0;
         self.distance_count = 1;
+        self.visited_live.clear();
+        self.ranked.clear();
+        self.coded = false;
+        store.prepare(query);
         self.seen.insert(entry);
         let dist = sane(store.distance(entry, query));
         let live = store.is_live(entry);
@@ -114,14 +130,29 @@ impl BeamSearch {
     pub fn run<S: GraphStore>(&mut self, store: &mut S, query: &[f32], list_size: usize) {
         self.resize_list(list_size.max(1), store);
         let mut neighbors = std::mem::take(&mut self.neighbor_buf);
+        let mut scored = std::mem::take(&mut self.scored_buf);
         loop {
             while self.cursor < self.list.len() && self.list[self.cursor].expanded {
                 self.cursor += 1;
             }
             let Some(c) = self.list.get_mut(self.cursor) else { break };
             c.expanded = true;
-            let (id, dist) = (c.id, c.dist);
+            let (id, dist, live) = (c.id, c.dist, c.live);
+            scored.clear();
+            let seen = &mut self.seen;
+            if let Some((exact, live)) = store.expand_coded(id, &mut |n| seen.insert(n), &mut scored) {
+                self.coded = true;
+                self.visited.push((id, sane(exact)));
+                self.visited_live.push(live);
+                self.distance_count += scored.len();
+                for &(n, est) in &scored {
+                    // Liveness is only known once a node is expanded (its page is read then).
+                    self.offer(Candidate { dist: sane(est), id: n, expanded: false, live: true }, store);
+                }
+                continue;
+            }
             self.visited.push((id, dist));
+            self.visited_live.push(live);
             store.neighbors(id, &mut neighbors);
             // Keep the unseen ones and ask for all their vectors at once (the reads overlap),
             // then compute the distances.
@@ -136,6 +167,22 @@ impl BeamSearch {
             }
         }
         self.neighbor_buf = neighbors;
+        self.scored_buf = scored;
+        self.rank();
+    }
+
+    /// Fills the results view: in a coded search, the expanded live nodes by exact
+    /// distance; otherwise the list's live entries (already in exact order).
+    fn rank(&mut self) {
+        self.ranked.clear();
+        if self.coded {
+            let live = self.visited.iter().zip(&self.visited_live).filter(|(_, l)| **l).map(|(v, _)| *v);
+            self.ranked.extend(live);
+            self.ranked.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            self.ranked.truncate(self.list_size);
+        } else {
+            self.ranked.extend(self.list.iter().filter(|c| c.live).map(|c| (c.id, c.dist)));
+        }
     }
 
     /// Make the list at most `list_size` long, moving entries between it and the reserve.
@@ -150,7 +197,9 @@ impl BeamSearch {
         while self.list.len() < list_size {
             match self.reserve.pop() {
                 Some(Reserved(mut c)) => {
-                    c.live = store.is_live(c.id);
+                    if !self.coded {
+                        c.live = store.is_live(c.id);
+                    }
                     self.list.push(c);
                 }
                 None => break,
@@ -172,7 +221,9 @@ impl BeamSearch {
             let evicted = self.list.pop().expect("list is full");
             self.reserve.push(Reserved(evicted));
         }
-        c.live = store.is_live(c.id);
+        if !self.coded {
+            c.live = store.is_live(c.id);
+        }
         let pos = self.list.partition_point(|x| x.order(&c) == Ordering::Less);
         self.list.insert(pos, c);
         if pos < self.cursor {
@@ -180,16 +231,17 @@ impl BeamSearch {
         }
     }
 
-    /// Candidates found so far, sorted by distance (closest first), at most the current
-    /// list size. Nodes that are not live are left out of this view but kept in the
-    /// traversal, so the view may be shorter than the list size.
+    /// Candidates found so far, sorted by exact distance (closest first), at most the
+    /// current list size. Nodes that are not live are left out of this view but kept in the
+    /// traversal, so the view may be shorter than the list size. In a coded search these
+    /// are the best expanded nodes (only they have exact distances).
     pub fn results(&self) -> impl Iterator<Item = (NodeId, f32)> + '_ {
-        self.list.iter().filter(|c| c.live).map(|c| (c.id, c.dist))
+        self.ranked.iter().copied()
     }
 
-    /// All nodes expanded by the search so far, in expansion order, with their distances
-    /// to the query (the candidate pool of insert and of delete repair). Includes nodes
-    /// that are not live.
+    /// All nodes expanded by the search so far, in expansion order, with their exact
+    /// distances to the query (the candidate pool of insert and of delete repair).
+    /// Includes nodes that are not live.
     pub fn visited(&self) -> &[(NodeId, f32)] {
         &self.visited
     }
