@@ -14,7 +14,11 @@ use pgrx::prelude::*;
 use super::options::{graph_params, metric_of};
 use crate::storage::buffer::pin_and_lock;
 use crate::storage::layout::*;
-use crate::storage::page_store::{PagePacker, PageStore, index_name, read_meta, write_meta_page};
+use crate::storage::page_store::{
+    PagePacker, PageStore, fill_node_record, fill_vector_record, index_name, read_meta, write_centroid_page,
+    write_meta_page,
+};
+use omen_core::quant::Quantizer;
 use crate::types::fmgr::datum_vector;
 
 // pg_stat_progress_create_index parameters (commands/progress.h) and our sub-phases.
@@ -151,6 +155,10 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         last_merge_end: 0,
         merged_entries: 0,
         merge_sealed_at: 0,
+        has_centroid: 0,
+        code_bytes: layout.code_bytes as u32,
+        vector_size: layout.vector_size as u32,
+        vectors_per_page: layout.vectors_per_page as u32,
     }
 }
 
@@ -186,6 +194,12 @@ fn append_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &
         pg_sys::MarkBufferDirty(buf);
     }
     buf
+}
+
+/// Threads of a build: `max_parallel_maintenance_workers + 1`.
+fn build_threads() -> usize {
+    // SAFETY: reading an integer GUC of this backend.
+    unsafe { pg_sys::max_parallel_maintenance_workers }.max(0) as usize + 1
 }
 
 /// Runs the graph build on `threads` rayon threads while this backend's thread reports
@@ -237,23 +251,56 @@ fn write_graph(state: &mut BuildState) {
     let n = state.tids.len();
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_GRAPH);
     report(PROGRESS_CREATEIDX_TUPLES_TOTAL, n as i64);
-    // SAFETY: reading an integer GUC of this backend.
-    let threads = unsafe { pg_sys::max_parallel_maintenance_workers }.max(0) as usize + 1;
-    let built = if n == 0 { None } else { build_in_threads(&state.vectors, dims, &state.params, threads) };
+    let built = if n == 0 { None } else { build_in_threads(&state.vectors, dims, &state.params, build_threads()) };
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let layout = Layout::new(dims.max(1), state.params.slack_degree()).expect("checked above");
     let entry = built.as_ref().map_or(NO_NODE, |g| build_position(g.entry as usize, &layout));
-    let meta = new_meta(&state.params, state.metric, dims, entry);
+    let mut meta = new_meta(&state.params, state.metric, dims, entry);
+    // The codes: centred on the mean of the rows (none for an empty build: zero).
+    let centroid = if n > 0 { Quantizer::centroid_of(state.metric, dims, &state.vectors) } else { vec![0.0; dims.max(1)] };
+    meta.has_centroid = (n > 0) as u32;
     let mut image = vec![0u64; PAGE_SIZE / 8];
     write_meta_page(image.as_mut_ptr().cast(), &meta);
     write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
+    image.fill(0);
+    write_centroid_page(image.as_mut_ptr().cast(), &centroid);
+    write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
     if let Some(g) = built {
-        let mut packer = PagePacker::new(layout);
+        let quantizer = Quantizer::new(state.metric, dims, centroid, CODE_SEED);
+        let cb = layout.code_bytes;
+        // Every node's code, computed in parallel on plain data.
+        let mut codes = vec![0u8; n * cb];
+        let vectors = &state.vectors;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
+        pool.install(|| {
+            use rayon::prelude::*;
+            codes.par_chunks_mut(cb).enumerate().for_each(|(i, c)| quantizer.encode(&vectors[i * dims..(i + 1) * dims], c));
+        });
+        let mut packer = PagePacker::new(PageKind::Node, layout.nodes_per_page);
         let mut ids = Vec::with_capacity(layout.slack_degree);
+        let mut neighbor_codes = Vec::with_capacity(layout.slack_degree * cb);
+        let mut rec = vec![0u8; layout.node_size];
         for i in 0..n {
             ids.clear();
             ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
-            if let Some(full) = packer.push(&state.tids[i], &ids, &state.vectors[i * dims..(i + 1) * dims]) {
+            neighbor_codes.clear();
+            for &j in &g.neighbors[i] {
+                neighbor_codes.extend_from_slice(&codes[j as usize * cb..(j as usize + 1) * cb]);
+            }
+            let location = layout.build_vector_position(i, n);
+            fill_node_record(&mut rec, &layout, &state.tids[i], &ids, &neighbor_codes, location);
+            if let Some(full) = packer.push(&rec) {
+                write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
+            }
+        }
+        if let Some(last) = packer.finish() {
+            write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &last);
+        }
+        let mut packer = PagePacker::new(PageKind::Vector, layout.vectors_per_page);
+        let mut rec = vec![0u8; layout.vector_size];
+        for i in 0..n {
+            fill_vector_record(&mut rec, &layout, &codes[i * cb..(i + 1) * cb], &state.vectors[i * dims..(i + 1) * dims]);
+            if let Some(full) = packer.push(&rec) {
                 write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
             }
         }

@@ -94,6 +94,9 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
                 m.dims = v.len() as u32;
                 m.node_size = layout.node_size as u32;
                 m.nodes_per_page = layout.nodes_per_page as u32;
+                m.code_bytes = layout.code_bytes as u32;
+                m.vector_size = layout.vector_size as u32;
+                m.vectors_per_page = layout.vectors_per_page as u32;
             }
         });
         meta = read_meta(index);
@@ -112,6 +115,7 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
 pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
     let Some(mut meta) = checked_meta(index, v) else { return };
     let mut store = PageStore::new(index, &meta);
+    store.cache_codes();
     let id = store.append(tid, v);
     if meta.entry == NO_NODE {
         let mut became_entry = false;

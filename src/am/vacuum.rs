@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 
-use omen_core::graph::{self, BeamSearch, NodeId};
+use omen_core::graph::{self, BeamSearch, GraphStore, NodeId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -50,7 +50,7 @@ fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::Index
 /// Sleeps per vacuum_cost_delay and checks for interrupts.
 fn delay_point() {
     // SAFETY: plain calls into VACUUM's cost accounting, from the vacuuming backend.
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
     unsafe {
         pg_sys::vacuum_delay_point()
     };
@@ -90,6 +90,7 @@ fn bulk_delete(
         return;
     }
     let mut store = PageStore::new(index, &meta);
+    store.cache_codes();
 
     // 0. Buffered entries of dead rows. (A LINKING entry's node is marked in step 1.)
     let mut dead_entries = 0f64;
@@ -114,14 +115,14 @@ fn bulk_delete(
 
     // 1. Mark. Pages are read under a share lock; only a page holding a dead row's node (or
     //    a node an unfinished VACUUM left deleted) is locked exclusively and rewritten.
-    let mut deleted: Vec<(NodeId, Vec<f32>)> = Vec::new();
+    let mut deleted_ids: Vec<NodeId> = Vec::new();
     let mut removed = 0f64;
     let is_dead = |node: &crate::storage::page_store::NodeRef| {
         let mut tid = node.heap_tid();
         // SAFETY: the callback and its state come from VACUUM for this index.
         callback.is_some_and(|cb| unsafe { cb(&mut tid, callback_state) })
     };
-    for block in 1..block_count(index) {
+    for block in FIRST_NODE_BLOCK..block_count(index) {
         delay_point();
         let touched =
             store.read_page(block, |nodes| nodes.iter().any(|n| !n.is_free() && (n.is_deleted() || is_dead(n))));
@@ -136,11 +137,11 @@ fn bulk_delete(
                     continue;
                 }
                 if node.is_deleted() {
-                    deleted.push((id, node.vector.to_vec()));
+                    deleted_ids.push(id);
                 } else if is_dead(node) {
                     node.header.flags |= FLAG_DELETED;
                     node.header.tid = [0; 3];
-                    deleted.push((id, node.vector.to_vec()));
+                    deleted_ids.push(id);
                     removed += 1.0;
                     changed = true;
                 }
@@ -150,9 +151,18 @@ fn bulk_delete(
     }
     // SAFETY: `stats` is valid (above).
     unsafe { (*stats).tuples_removed += removed };
-    if deleted.is_empty() {
+    if deleted_ids.is_empty() {
         return;
     }
+    // Their vectors, from their vector records (kept until the slot is reused).
+    let deleted: Vec<(NodeId, Vec<f32>)> = deleted_ids
+        .into_iter()
+        .map(|id| {
+            let mut v = Vec::new();
+            store.vector(id, &mut v);
+            (id, v)
+        })
+        .collect();
     let gone: HashSet<NodeId> = deleted.iter().map(|(id, _)| *id).collect();
     let params = params_of(&meta);
     let mut search = BeamSearch::new();

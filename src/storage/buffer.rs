@@ -5,6 +5,8 @@
 
 use pgrx::pg_sys;
 
+use super::layout::{PAGE_MAGIC, PAGE_OPAQUE, PAGE_SIZE, PageKind, PageOpaque};
+
 /// Pins `block` of `index`'s `fork` (InvalidBlockNumber: a new block) and locks it in `mode`
 /// (BUFFER_LOCK_SHARE or BUFFER_LOCK_EXCLUSIVE).
 pub fn pin_and_lock(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, mode: u32) -> pg_sys::Buffer {
@@ -165,9 +167,54 @@ fn new_block(index: pg_sys::Relation) -> pg_sys::Buffer {
     }
 }
 
-/// Initializes `page` (PAGE_SIZE bytes) as an empty standard page.
-pub fn init_page(page: *mut u8) {
+/// Initializes `page` (PAGE_SIZE bytes) as an empty page of `kind`.
+pub fn init_page(page: *mut u8, kind: PageKind) {
     // SAFETY: callers pass a page-sized, MAXALIGN'd buffer (a registered working copy or
-    // a build page).
-    unsafe { pg_sys::PageInit(page.cast(), super::layout::PAGE_SIZE, 0) };
+    // a build page); PageInit reserves the special area, which we then fill.
+    unsafe {
+        pg_sys::PageInit(page.cast(), PAGE_SIZE, PAGE_OPAQUE);
+        let opaque = PageOpaque { kind: kind as u16, magic: PAGE_MAGIC, reserved: 0 };
+        std::ptr::write_unaligned(page.add(PAGE_SIZE - PAGE_OPAQUE).cast::<PageOpaque>(), opaque);
+    }
+}
+
+/// The page's header.
+pub fn page_header<'a>(page: *const u8) -> &'a pg_sys::PageHeaderData {
+    // SAFETY: every page (of a locked buffer, or a build image) starts with a
+    // PageHeaderData, MAXALIGN'd; callers hold the page for as long as they use the result.
+    unsafe { &*page.cast::<pg_sys::PageHeaderData>() }
+}
+
+/// The kind of `page`, from its special area; None for an insert-buffer page or a page
+/// never initialized.
+pub fn page_kind(page: *const u8) -> Option<PageKind> {
+    let header = page_header(page);
+    if header.pd_special as usize != PAGE_SIZE - PAGE_OPAQUE {
+        return None;
+    }
+    // SAFETY: the special area is the last PAGE_OPAQUE bytes of the page.
+    let opaque = unsafe { std::ptr::read_unaligned(page.add(PAGE_SIZE - PAGE_OPAQUE).cast::<PageOpaque>()) };
+    if opaque.magic != PAGE_MAGIC {
+        return None;
+    }
+    [PageKind::Meta, PageKind::Centroid, PageKind::Node, PageKind::Vector].into_iter().find(|k| *k as u16 == opaque.kind)
+}
+
+/// Number of line pointers on `page`.
+pub fn item_count(page: *const u8) -> usize {
+    let lower = page_header(page).pd_lower as usize;
+    lower.saturating_sub(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)) / std::mem::size_of::<pg_sys::ItemIdData>()
+}
+
+/// A pointer to the item at line pointer `offset` (1-based) of `page`.
+///
+/// # Safety
+/// `page` must be a locked page whose line pointer `offset` exists.
+pub unsafe fn item(page: *const u8, offset: u16) -> *mut u8 {
+    // SAFETY: the caller guarantees the line pointer exists; PageGetItemId's arithmetic.
+    unsafe {
+        let header = &*page.cast::<pg_sys::PageHeaderData>();
+        let id = header.pd_linp.as_ptr().add(offset as usize - 1);
+        page.add((*id).lp_off() as usize) as *mut u8
+    }
 }

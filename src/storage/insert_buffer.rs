@@ -36,7 +36,8 @@ use pgrx::pg_sys;
 
 use super::buffer::{ReadGuard, WriteGuard};
 use super::layout::*;
-use super::page_store::{item_count, read_meta, record};
+use super::buffer::{item as record, item_count, page_header};
+use super::page_store::read_meta;
 
 /// Identifies a buffer page (in its special area).
 const BUFFER_MAGIC: u16 = 0x0b0f;
@@ -99,12 +100,9 @@ pub fn entries_per_page(dims: usize) -> usize {
 
 /// Whether `page` is an insert-buffer page.
 pub fn is_buffer_page(page: *const u8) -> bool {
-    // SAFETY: pd_special is the u16 at offset 16 of every page header; the special area it
-    // points at lies within the page.
-    unsafe {
-        let special = *(page.add(16).cast::<u16>()) as usize;
-        special == PAGE_SIZE - OPAQUE_SIZE && opaque(page).magic == BUFFER_MAGIC
-    }
+    let special = page_header(page).pd_special as usize;
+    // SAFETY: the special area pd_special points at lies within the page.
+    special == PAGE_SIZE - OPAQUE_SIZE && unsafe { opaque(page) }.magic == BUFFER_MAGIC
 }
 
 /// The special area of a buffer page.

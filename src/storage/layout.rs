@@ -1,4 +1,15 @@
-//! On-page layout: the metapage and the node records.
+//! On-page layout: the metapage, the centroid page, node records and vector records.
+//!
+//! Block 0 is the metapage, block 1 the centroid of the codes ([`CENTROID_BLOCK`]); node
+//! pages, vector pages and insert-buffer pages follow in any order. Every page but a
+//! buffer page carries a [`PageOpaque`] with its [`PageKind`] in its special area (buffer
+//! pages have their own, see `insert_buffer`).
+//!
+//! A node record holds the heap TID, flags, where the node's vector record is, and its
+//! neighbours' ids *with their codes*: expanding a node ranks all of its neighbours from
+//! this one page. The full vector (and the node's own code, which the records of nodes
+//! pointing at it copy) lives in a vector record on a vector page, read only when the node
+//! itself is expanded (for its exact distance) or by the graph's writers.
 
 use omen_core::distance::Metric;
 use omen_core::graph::NodeId;
@@ -8,7 +19,38 @@ pub const META_BLOCK: u32 = 0;
 /// "OMEN" in ASCII.
 pub const MAGIC: u32 = 0x4f4d_454e;
 /// Version of this layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
+/// Block number of the centroid page.
+pub const CENTROID_BLOCK: u32 = 1;
+/// The first block a build writes node pages to.
+pub const FIRST_NODE_BLOCK: u32 = 2;
+/// The seed of every index's code rotation.
+pub const CODE_SEED: u64 = 0x6f6d_656e_5242_5131;
+
+/// What a page holds, in its special area ([`PageOpaque`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum PageKind {
+    Meta = 1,
+    Centroid = 2,
+    Node = 3,
+    Vector = 4,
+}
+
+/// Marks an omen page's special area.
+pub const PAGE_MAGIC: u16 = 0x0e4e;
+
+/// The special area of every page but insert-buffer pages.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PageOpaque {
+    pub kind: u16,
+    pub magic: u16,
+    pub reserved: u32,
+}
+
+/// Bytes of a [`PageOpaque`].
+pub const PAGE_OPAQUE: usize = std::mem::size_of::<PageOpaque>();
 /// Marks "no node" (an empty index has no entry point).
 pub const NO_NODE: NodeId = u32::MAX;
 /// Bytes of a page header (SizeOfPageHeaderData, MAXALIGN'd).
@@ -66,6 +108,11 @@ pub struct Meta {
     pub merged_entries: u64,
     /// When the merge segment was sealed (TimestampTz): its merge's start.
     pub merge_sealed_at: i64,
+    /// Whether the centroid page holds a centroid (else the codes are centred on zero).
+    pub has_centroid: u32,
+    pub code_bytes: u32,
+    pub vector_size: u32,
+    pub vectors_per_page: u32,
 }
 
 impl Meta {
@@ -75,7 +122,7 @@ impl Meta {
     }
 }
 
-/// The fixed header of a node record; the neighbour ids and then the vector follow it.
+/// The fixed header of a node record; the neighbour ids and then their codes follow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NodeHeader {
@@ -84,7 +131,9 @@ pub struct NodeHeader {
     pub flags: u8,
     pub reserved: u8,
     pub neighbor_count: u16,
-    pub reserved2: u16,
+    /// The vector record: its line pointer (1-based) and block.
+    pub vector_offset: u16,
+    pub vector_block: u32,
 }
 
 /// Sizes derived from an index's dimensions and degree bound.
@@ -92,32 +141,62 @@ pub struct NodeHeader {
 pub struct Layout {
     pub dims: usize,
     pub slack_degree: usize,
+    /// Bytes of one code (`omen_core::quant`).
+    pub code_bytes: usize,
     pub node_size: usize,
     pub nodes_per_page: usize,
+    /// A vector record: the node's code, then its floats.
+    pub vector_size: usize,
+    pub vectors_per_page: usize,
+}
+
+/// Records of `size` bytes that fit on a page with a [`PageOpaque`].
+fn per_page(size: usize) -> usize {
+    ((PAGE_SIZE - PAGE_HEADER - PAGE_OPAQUE) / (size.next_multiple_of(8) + ITEM_ID)).min(MAX_NODES_PER_PAGE)
 }
 
 impl Layout {
     /// The layout for `dims` dimensions and `slack_degree` stored neighbours, or None when a
-    /// node would not fit on a page.
+    /// node record or a vector record would not fit on a page.
     pub fn new(dims: usize, slack_degree: usize) -> Option<Layout> {
-        let node_size = std::mem::size_of::<NodeHeader>() + 4 * slack_degree + 4 * dims;
-        let aligned = node_size.next_multiple_of(8);
-        let per_page = ((PAGE_SIZE - PAGE_HEADER) / (aligned + ITEM_ID)).min(MAX_NODES_PER_PAGE);
-        (per_page >= 1).then_some(Layout { dims, slack_degree, node_size, nodes_per_page: per_page })
+        let code_bytes = omen_core::quant::Quantizer::code_bytes_for(dims);
+        let node_size = std::mem::size_of::<NodeHeader>() + (4 + code_bytes) * slack_degree;
+        let vector_size = code_bytes + 4 * dims;
+        let (nodes_per_page, vectors_per_page) = (per_page(node_size), per_page(vector_size));
+        (nodes_per_page >= 1 && vectors_per_page >= 1).then_some(Layout {
+            dims,
+            slack_degree,
+            code_bytes,
+            node_size,
+            nodes_per_page,
+            vector_size,
+            vectors_per_page,
+        })
     }
 
-    /// Largest number of dimensions a node of `slack_degree` neighbours can hold.
+    /// Largest number of dimensions an index of `slack_degree` stored neighbours can hold.
     pub fn max_dims(slack_degree: usize) -> usize {
-        let room = PAGE_SIZE - PAGE_HEADER - ITEM_ID - std::mem::size_of::<NodeHeader>() - 4 * slack_degree;
-        room / 4 - 1
+        (1..=omen_core::MAX_DIM).rev().find(|&d| Layout::new(d, slack_degree).is_some()).unwrap_or(0)
     }
 
     /// Byte offset of the neighbour ids within a record.
     pub const NEIGHBORS: usize = std::mem::size_of::<NodeHeader>();
 
-    /// Byte offset of the vector within a record.
-    pub fn vector_offset(&self) -> usize {
+    /// Byte offset of the neighbours' codes within a record.
+    pub fn codes_offset(&self) -> usize {
         Self::NEIGHBORS + 4 * self.slack_degree
+    }
+
+    /// Node pages a build of `n` nodes writes.
+    pub fn node_pages(&self, n: usize) -> usize {
+        n.div_ceil(self.nodes_per_page)
+    }
+
+    /// Where the vector record of the `i`-th node of a build of `n` nodes goes: vector
+    /// pages follow the node pages.
+    pub fn build_vector_position(&self, i: usize, n: usize) -> (u32, u16) {
+        let block = FIRST_NODE_BLOCK + (self.node_pages(n) + i / self.vectors_per_page) as u32;
+        (block, (i % self.vectors_per_page) as u16 + 1)
     }
 }
 
@@ -146,8 +225,9 @@ pub fn node_location(id: NodeId) -> (u32, u16) {
     (id >> 8, (id & 0xff) as u16 + 1)
 }
 
-/// Where the `i`-th node of a build goes: nodes are packed in order from block 1 on.
+/// Where the `i`-th node of a build goes: nodes are packed in order from
+/// [`FIRST_NODE_BLOCK`] on.
 pub fn build_position(i: usize, layout: &Layout) -> NodeId {
-    let block = 1 + (i / layout.nodes_per_page) as u32;
+    let block = FIRST_NODE_BLOCK + (i / layout.nodes_per_page) as u32;
     node_id(block, (i % layout.nodes_per_page) as u16 + 1)
 }

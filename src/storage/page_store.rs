@@ -1,34 +1,76 @@
 //! `GraphStore` over index pages: every call locks one page, reads or edits one record,
-//! and lets the page go (see the lock protocol in `storage`).
+//! and lets the page go (see the lock protocol in `storage`); a new node locks its node
+//! page, then its vector page (then the insert-buffer page it comes from).
 
 use omen_core::distance::Metric;
 use omen_core::graph::{GraphStore, NodeId};
+use omen_core::quant::{PreparedQuery, Quantizer};
 use pgrx::pg_sys;
 
-use super::buffer::{ReadGuard, WriteGuard, init_page};
+use super::buffer::{ReadGuard, WriteGuard, init_page, item, item_count, page_kind};
 use super::layout::*;
 
 /// Reads the metapage.
 pub fn read_meta(index: pg_sys::Relation) -> Meta {
     let guard = ReadGuard::new(index, META_BLOCK);
     // SAFETY: block 0 of an omen index holds a `Meta` right after the page header (written
-    // by `write_meta_page`); read_unaligned copies it out while the page is locked.
+    // by `write_meta_page`); read_unaligned copies it out while the page is locked. A
+    // layout-2 metapage is shorter but its magic and version come first.
     let meta = unsafe { std::ptr::read_unaligned(guard.page().add(PAGE_HEADER).cast::<Meta>()) };
-    if meta.magic != MAGIC || meta.version != LAYOUT_VERSION {
-        pgrx::error!("index \"{}\" is not an omen index of layout version {LAYOUT_VERSION}", index_name(index));
+    if meta.magic != MAGIC {
+        pgrx::error!("index \"{}\" is not an omen index", index_name(index));
+    }
+    if meta.version != LAYOUT_VERSION {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "omen index \"{}\" has layout version {}, this omendb reads version {LAYOUT_VERSION}",
+                index_name(index),
+                meta.version
+            ),
+            format!("REINDEX INDEX {} to rebuild it.", index_name(index))
+        );
     }
     meta
 }
 
 /// Writes `meta` into `page` (a page being built or a registered working copy).
 pub fn write_meta_page(page: *mut u8, meta: &Meta) {
-    init_page(page);
-    // SAFETY: a page has room for the header and a `Meta`; pd_lower (offset 12, u16) is set
-    // past the struct so GenericXLog and full-page images keep it.
+    init_page(page, PageKind::Meta);
+    // SAFETY: a page has room for the header and a `Meta`; pd_lower is set past the struct
+    // so GenericXLog and full-page images keep it.
     unsafe {
         std::ptr::write_unaligned(page.add(PAGE_HEADER).cast::<Meta>(), *meta);
-        *(page.add(12).cast::<u16>()) = (PAGE_HEADER + std::mem::size_of::<Meta>()) as u16;
+        (*page.cast::<pg_sys::PageHeaderData>()).pd_lower = (PAGE_HEADER + std::mem::size_of::<Meta>()) as u16;
     }
+}
+
+/// Writes the codes' centroid into `page` (a page being built).
+pub fn write_centroid_page(page: *mut u8, centroid: &[f32]) {
+    init_page(page, PageKind::Centroid);
+    // SAFETY: the centroid has as many floats as a vector record, which fits on a page.
+    unsafe {
+        std::ptr::copy_nonoverlapping(centroid.as_ptr(), page.add(PAGE_HEADER).cast::<f32>(), centroid.len());
+        (*page.cast::<pg_sys::PageHeaderData>()).pd_lower = (PAGE_HEADER + 4 * centroid.len()) as u16;
+    }
+}
+
+/// The quantizer of an index: its centroid page and the fixed seed.
+pub fn read_quantizer(index: pg_sys::Relation, meta: &Meta) -> Quantizer {
+    let dims = (meta.dims as usize).max(1);
+    let mut centroid = vec![0f32; dims];
+    if meta.has_centroid != 0 {
+        let guard = ReadGuard::new(index, CENTROID_BLOCK);
+        if page_kind(guard.page()) != Some(PageKind::Centroid) {
+            pgrx::error!("omen index \"{}\" is corrupt: block 1 is not its centroid page", index_name(index));
+        }
+        // SAFETY: the centroid page holds `dims` floats after its header (write_centroid_page).
+        unsafe {
+            std::ptr::copy_nonoverlapping(guard.page().add(PAGE_HEADER).cast::<f32>(), centroid.as_mut_ptr(), dims)
+        };
+    }
+    Quantizer::new(meta.metric(), dims, centroid, CODE_SEED)
 }
 
 /// Updates the metapage with GenericXLog.
@@ -45,7 +87,9 @@ pub fn update_meta(index: pg_sys::Relation, edit: impl FnOnce(&mut Meta)) {
 /// The relation's name, for messages.
 pub fn index_name(index: pg_sys::Relation) -> String {
     // SAFETY: an open relation has a valid rd_rel with a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Number of blocks in the index's main fork.
@@ -54,34 +98,14 @@ pub fn block_count(index: pg_sys::Relation) -> u32 {
     unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) }
 }
 
-/// A pointer to the record at line pointer `offset` (1-based) of `page`.
-///
-/// # Safety
-/// `page` must be a locked node page whose line pointer `offset` exists.
-pub(super) unsafe fn record(page: *const u8, offset: u16) -> *mut u8 {
-    // SAFETY: line pointers follow the header; lp_off is the low 15 bits of the word.
-    unsafe {
-        let word = std::ptr::read_unaligned(page.add(PAGE_HEADER + ITEM_ID * (offset as usize - 1)).cast::<u32>());
-        page.add((word & 0x7fff) as usize) as *mut u8
-    }
-}
-
-/// Whether `page` was never initialized (all zeros: pd_upper is 0).
-fn page_is_new(page: *const u8) -> bool {
-    // SAFETY: pd_upper is the u16 at offset 14 of every page header.
-    unsafe { *(page.add(14).cast::<u16>()) == 0 }
-}
-
-/// Number of node records on `page` (none on an insert-buffer page).
+/// Number of node records on `page` (none on other pages).
 fn node_count(page: *const u8) -> usize {
-    if super::insert_buffer::is_buffer_page(page) { 0 } else { item_count(page) }
+    if page_kind(page) == Some(PageKind::Node) { item_count(page) } else { 0 }
 }
 
-/// Number of line pointers on `page`.
-pub(super) fn item_count(page: *const u8) -> usize {
-    // SAFETY: pd_lower is the u16 at offset 12 of every page header.
-    let lower = unsafe { *(page.add(12).cast::<u16>()) } as usize;
-    lower.saturating_sub(PAGE_HEADER) / ITEM_ID
+/// Number of vector records on `page` (none on other pages).
+fn vector_count(page: *const u8) -> usize {
+    if page_kind(page) == Some(PageKind::Vector) { item_count(page) } else { 0 }
 }
 
 /// Tells the free space map how many free slots `block` has (a hint; it is not WAL-logged
@@ -95,7 +119,8 @@ pub fn record_free_slots(index: pg_sys::Relation, block: u32, free_slots: usize,
 pub struct NodeRef<'a> {
     pub header: &'a mut NodeHeader,
     pub neighbors_area: &'a mut [NodeId],
-    pub vector: &'a mut [f32],
+    /// `slack_degree` codes of `code_bytes` each, parallel to `neighbors_area`.
+    pub codes_area: &'a mut [u8],
 }
 
 impl NodeRef<'_> {
@@ -118,6 +143,11 @@ impl NodeRef<'_> {
     pub fn is_free(&self) -> bool {
         self.header.flags & FLAG_FREE != 0
     }
+
+    /// Where the node's vector record is: block and 1-based offset.
+    pub fn vector_location(&self) -> (u32, u16) {
+        (self.header.vector_block, self.header.vector_offset)
+    }
 }
 
 /// The node at `offset` of a locked page.
@@ -127,60 +157,98 @@ impl NodeRef<'_> {
 /// lives (exclusively when it is written), and `offset` one of its line pointers.
 unsafe fn node_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> NodeRef<'a> {
     // SAFETY: records are node_size bytes, MAXALIGN'd, laid out as NodeHeader, neighbour
-    // ids, vector (see `Layout`), so every part is in bounds and 4-byte aligned.
+    // ids, codes (see `Layout`), so every part is in bounds and 4-byte aligned.
     unsafe {
-        let r = record(page, offset);
+        let r = item(page, offset);
         NodeRef {
             header: &mut *r.cast::<NodeHeader>(),
             neighbors_area: std::slice::from_raw_parts_mut(r.add(Layout::NEIGHBORS).cast(), layout.slack_degree),
-            vector: std::slice::from_raw_parts_mut(r.add(layout.vector_offset()).cast(), layout.dims),
+            codes_area: std::slice::from_raw_parts_mut(r.add(layout.codes_offset()), layout.slack_degree * layout.code_bytes),
         }
     }
 }
 
-/// Fills a node record at `rec` (node_size bytes).
-fn fill_record(rec: &mut [u8], layout: &Layout, tid: &pg_sys::ItemPointerData, neighbors: &[NodeId], vector: &[f32]) {
-    rec.fill(0);
-    let header =
-        NodeHeader { tid: tid_words(tid), flags: 0, reserved: 0, neighbor_count: neighbors.len() as u16, reserved2: 0 };
-    // SAFETY: `rec` has node_size bytes: header, slack_degree ids, dims floats.
+/// The vector record at `offset` of a locked vector page: the node's code and its vector.
+///
+/// # Safety
+/// `page` must be a locked vector page of an index with `layout`, and `offset` one of its
+/// line pointers; the result must not outlive the lock.
+unsafe fn vector_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> (&'a [u8], &'a [f32]) {
+    // SAFETY: vector records are vector_size bytes, MAXALIGN'd: code_bytes (a multiple of
+    // 8), then dims floats.
     unsafe {
-        std::ptr::write_unaligned(rec.as_mut_ptr().cast::<NodeHeader>(), header);
+        let r = item(page, offset);
+        (
+            std::slice::from_raw_parts(r, layout.code_bytes),
+            std::slice::from_raw_parts(r.add(layout.code_bytes).cast(), layout.dims),
+        )
     }
+}
+
+/// Fills a node record at `rec` (node_size bytes): `codes` holds one code per neighbour.
+pub fn fill_node_record(
+    rec: &mut [u8],
+    layout: &Layout,
+    tid: &pg_sys::ItemPointerData,
+    neighbors: &[NodeId],
+    codes: &[u8],
+    vector_location: (u32, u16),
+) {
+    rec.fill(0);
+    let header = NodeHeader {
+        tid: tid_words(tid),
+        flags: 0,
+        reserved: 0,
+        neighbor_count: neighbors.len() as u16,
+        vector_offset: vector_location.1,
+        vector_block: vector_location.0,
+    };
+    // SAFETY: `rec` has node_size bytes, starting with a header.
+    unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<NodeHeader>(), header) };
     for (i, n) in neighbors.iter().enumerate() {
         let at = Layout::NEIGHBORS + 4 * i;
         rec[at..at + 4].copy_from_slice(&n.to_ne_bytes());
     }
-    let v0 = layout.vector_offset();
+    let c0 = layout.codes_offset();
+    rec[c0..c0 + codes.len()].copy_from_slice(codes);
+}
+
+/// Fills a vector record at `rec` (vector_size bytes) with the code and the floats.
+pub fn fill_vector_record(rec: &mut [u8], layout: &Layout, code: &[u8], vector: &[f32]) {
+    rec[..layout.code_bytes].copy_from_slice(code);
     for (i, x) in vector.iter().enumerate() {
-        rec[v0 + 4 * i..v0 + 4 * i + 4].copy_from_slice(&x.to_ne_bytes());
+        let at = layout.code_bytes + 4 * i;
+        rec[at..at + 4].copy_from_slice(&x.to_ne_bytes());
     }
 }
 
-/// Adds a record to `page` if it has room; returns its 1-based offset.
-fn add_record(page: *mut u8, rec: &[u8], layout: &Layout) -> Option<u16> {
-    if item_count(page) >= layout.nodes_per_page {
+/// Adds a record to `page` if it has room (at most `max` records a page); returns its
+/// 1-based offset.
+fn add_record(page: *mut u8, rec: &[u8], max: usize) -> Option<u16> {
+    if item_count(page) >= max {
         return None;
     }
-    // SAFETY: `page` is an initialized node page we may write; PageAddItemExtended checks
-    // free space itself and returns InvalidOffsetNumber (0) when the record does not fit.
+    // SAFETY: `page` is an initialized page we may write; PageAddItemExtended checks free
+    // space itself and returns InvalidOffsetNumber (0) when the record does not fit.
     let off = unsafe {
         pg_sys::PageAddItemExtended(page.cast(), rec.as_ptr() as *mut _, rec.len(), pg_sys::InvalidOffsetNumber, 0)
     };
     (off != 0).then_some(off)
 }
 
-/// Packs node records into pages while an index is built, before any of it is WAL-logged.
+/// Packs records of one kind into pages while an index is built, before any of it is
+/// WAL-logged.
 pub struct PagePacker {
-    layout: Layout,
+    kind: PageKind,
+    max: usize,
     page: Vec<u64>,
-    rec: Vec<u8>,
 }
 
 impl PagePacker {
-    pub fn new(layout: Layout) -> Self {
-        let mut p = PagePacker { layout, page: vec![0u64; PAGE_SIZE / 8], rec: vec![0u8; layout.node_size] };
-        init_page(p.page_ptr());
+    /// Packs `kind` records, at most `max` a page.
+    pub fn new(kind: PageKind, max: usize) -> Self {
+        let mut p = PagePacker { kind, max, page: vec![0u64; PAGE_SIZE / 8] };
+        init_page(p.page_ptr(), kind);
         p
     }
 
@@ -188,22 +256,18 @@ impl PagePacker {
         self.page.as_mut_ptr().cast()
     }
 
-    /// Adds the next node; returns a full page to write out first when it did not fit.
-    pub fn push(&mut self, tid: &pg_sys::ItemPointerData, neighbors: &[NodeId], vector: &[f32]) -> Option<Vec<u64>> {
-        fill_record(&mut self.rec, &self.layout, tid, neighbors, vector);
-        let layout = self.layout;
-        let rec = std::mem::take(&mut self.rec);
+    /// Adds the next record; returns a full page to write out first when it did not fit.
+    pub fn push(&mut self, rec: &[u8]) -> Option<Vec<u64>> {
         let mut full = None;
-        if add_record(self.page_ptr(), &rec, &layout).is_none() {
+        if add_record(self.page_ptr(), rec, self.max).is_none() {
             full = Some(std::mem::replace(&mut self.page, vec![0u64; PAGE_SIZE / 8]));
-            init_page(self.page_ptr());
-            add_record(self.page_ptr(), &rec, &layout).expect("an empty page holds a node");
+            init_page(self.page_ptr(), self.kind);
+            add_record(self.page_ptr(), rec, self.max).expect("an empty page holds a record");
         }
-        self.rec = rec;
         full
     }
 
-    /// The last, partly filled page, if it holds any node.
+    /// The last, partly filled page, if it holds any record.
     pub fn finish(mut self) -> Option<Vec<u64>> {
         (item_count(self.page_ptr()) > 0).then_some(self.page)
     }
@@ -214,14 +278,22 @@ impl PagePacker {
 pub type Link<'a> = (u32, &'a mut dyn FnMut(*mut u8, NodeId) -> bool);
 
 /// The index as a graph store for search and insert.
+///
+/// Searches traverse on codes ([`GraphStore::expand_coded`]): expanding a node reads its
+/// node page (neighbours' ids and codes) and its vector record (its exact distance).
 pub struct PageStore {
     pub index: pg_sys::Relation,
     pub layout: Layout,
     pub metric: Metric,
+    pub quantizer: Quantizer,
+    prepared: PreparedQuery,
+    query: Vec<f32>,
     /// Liveness of the node whose distance was computed last: search asks right after.
     last_live: (NodeId, bool),
     /// Vectors and liveness of the nodes read so far, when enabled ([`PageStore::cache_vectors`]).
     cache: Option<VectorCache>,
+    /// Codes seen in neighbour lists, when enabled (writers: new edges carry codes).
+    codes: Option<std::collections::HashMap<NodeId, Box<[u8]>>>,
 }
 
 /// Node vectors (and whether the node is live) kept in memory by a merge, which reads the
@@ -238,8 +310,18 @@ const VECTOR_CACHE_BYTES: usize = 64 << 20;
 
 impl PageStore {
     pub fn new(index: pg_sys::Relation, meta: &Meta) -> PageStore {
-        let layout = Layout::new(meta.dims as usize, meta.slack_degree as usize).expect("layout of an existing index");
-        PageStore { index, layout, metric: meta.metric(), last_live: (NO_NODE, false), cache: None }
+        let layout = Layout::new(meta.dims.max(1) as usize, meta.slack_degree as usize).expect("layout of an existing index");
+        PageStore {
+            index,
+            layout,
+            metric: meta.metric(),
+            quantizer: read_quantizer(index, meta),
+            prepared: PreparedQuery::default(),
+            query: Vec::new(),
+            last_live: (NO_NODE, false),
+            cache: None,
+            codes: None,
+        }
     }
 
     /// Keeps the vectors read from now on in memory (up to 64 MiB, then starts over). For
@@ -247,24 +329,78 @@ impl PageStore {
     pub fn cache_vectors(&mut self) {
         let max_entries = (VECTOR_CACHE_BYTES / (4 * self.layout.dims.max(1) + 32)).max(1);
         self.cache = Some(VectorCache { map: Default::default(), max_entries });
+        self.cache_codes();
+    }
+
+    /// Keeps the codes seen in neighbour lists in memory, for the edges a writer adds.
+    pub fn cache_codes(&mut self) {
+        if self.codes.is_none() {
+            self.codes = Some(Default::default());
+        }
+    }
+
+    /// The code of `v`.
+    pub fn encode(&self, v: &[f32]) -> Vec<u8> {
+        let mut code = vec![0u8; self.layout.code_bytes];
+        self.quantizer.encode(v, &mut code);
+        code
+    }
+
+    /// Runs `f` on the code and vector of the vector record at `location`.
+    fn read_vector_record<R>(&self, location: (u32, u16), f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
+        let guard = ReadGuard::new(self.index, location.0);
+        if location.1 == 0 || location.1 as usize > vector_count(guard.page()) {
+            pgrx::error!(
+                "omen index \"{}\" is corrupt: no vector record at ({}, {})",
+                index_name(self.index),
+                location.0,
+                location.1
+            );
+        }
+        // SAFETY: share-locked vector page, offset checked; the slices die with `f`.
+        let (code, vector) = unsafe { vector_at(guard.page(), location.1, &self.layout) };
+        f(code, vector)
     }
 
     /// Runs `f` on node `id`'s vector and liveness, from the cache when it is enabled.
     fn with_vector<R>(&mut self, id: NodeId, f: impl FnOnce(&[f32], bool) -> R) -> R {
-        let Some(cache) = self.cache.as_mut() else {
-            return self.read(id, |n| f(n.vector, !n.is_deleted()));
-        };
-        if let Some((v, live)) = cache.map.get(&id) {
+        if let Some((v, live)) = self.cache.as_ref().and_then(|c| c.map.get(&id)) {
             return f(v, *live);
         }
-        let (v, live) = self.read(id, |n| (Box::<[f32]>::from(&*n.vector), !n.is_deleted()));
-        let r = f(&v, live);
-        let cache = self.cache.as_mut().expect("enabled above");
+        let (location, live) = self.read(id, |n| (n.vector_location(), !n.is_deleted()));
+        let Some(cache) = self.cache.as_mut() else {
+            return self.read_vector_record(location, |_, v| f(v, live));
+        };
         if cache.map.len() >= cache.max_entries {
             cache.map.clear();
         }
-        cache.map.insert(id, (v, live));
+        let v = self.read_vector_record(location, |_, v| Box::<[f32]>::from(v));
+        let r = f(&v, live);
+        self.cache.as_mut().expect("enabled above").map.insert(id, (v, live));
         r
+    }
+
+    /// The code of node `id`: from the codes seen so far, else from its vector record.
+    pub fn code_of(&mut self, id: NodeId) -> Box<[u8]> {
+        if let Some(c) = self.codes.as_ref().and_then(|m| m.get(&id)) {
+            return c.clone();
+        }
+        let location = self.read(id, |n| n.vector_location());
+        let code = self.read_vector_record(location, |c, _| Box::<[u8]>::from(c));
+        if let Some(m) = self.codes.as_mut() {
+            m.insert(id, code.clone());
+        }
+        code
+    }
+
+    /// The codes of `ids`, one after the other.
+    fn codes_of(&mut self, ids: &[NodeId]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ids.len() * self.layout.code_bytes);
+        for &id in ids {
+            let c = self.code_of(id);
+            out.extend_from_slice(&c);
+        }
+        out
     }
 
     /// Runs `f` on node `id` under a share lock.
@@ -294,47 +430,87 @@ impl PageStore {
     }
 
     /// Stores a new node (no neighbours yet): in a free slot that VACUUM recorded in the
-    /// free space map, else on the last page, else on a new page; WAL-logged. Returns its id.
-    pub fn append(&self, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> NodeId {
+    /// free space map, else on the last pages, else on new pages; WAL-logged. Returns its id.
+    pub fn append(&mut self, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> NodeId {
         self.append_linked(tid, vector, &[], None).expect("no link to refuse")
     }
 
     /// Like [`PageStore::append`], with out-neighbours, and with `link`: another page to
     /// change in the same WAL record (the insert buffer entry the node is merged from), so
-    /// that both changes survive a crash or neither does. The node page is locked first,
-    /// then the linked page. Returns None, writing nothing, when the link's edit refuses.
+    /// that both changes survive a crash or neither does. Lock order: the node page, then
+    /// the vector page, then the linked page. Returns None, writing nothing, when the
+    /// link's edit refuses.
     pub fn append_linked(
-        &self,
+        &mut self,
         tid: &pg_sys::ItemPointerData,
         vector: &[f32],
         neighbors: &[NodeId],
         mut link: Option<Link>,
     ) -> Option<NodeId> {
-        let mut rec = vec![0u8; self.layout.node_size];
         let n = neighbors.len().min(self.layout.slack_degree);
-        fill_record(&mut rec, &self.layout, tid, &neighbors[..n], vector);
-        if let Some(done) = self.reuse_free_slot(&rec, &mut link) {
+        let codes = self.codes_of(&neighbors[..n]);
+        let mut vrec = vec![0u8; self.layout.vector_size];
+        let own = self.encode(vector);
+        fill_vector_record(&mut vrec, &self.layout, &own, vector);
+        let mut rec = vec![0u8; self.layout.node_size];
+        fill_node_record(&mut rec, &self.layout, tid, &neighbors[..n], &codes, (0, 0));
+        if let Some(done) = self.reuse_free_slot(&mut rec, &vrec, &mut link) {
             return done;
         }
-        let last = block_count(self.index) - 1;
-        if last > META_BLOCK {
-            let guard = WriteGuard::new(self.index, last);
-            if page_is_new(guard.page()) {
-                // A block added by an extension that a crash cut short: initialize it here.
-                init_page(guard.page());
+        let vector_block = self.last_page_with_room(PageKind::Vector);
+        let mut guard = match self.last_page_with_room(PageKind::Node) {
+            Some(block) => WriteGuard::new(self.index, block),
+            None => {
+                let g = WriteGuard::extend(self.index);
+                init_page(g.page(), PageKind::Node);
+                g
             }
-            if !super::insert_buffer::is_buffer_page(guard.page())
-                && let Some(off) = add_record(guard.page(), &rec, &self.layout)
-            {
-                let id = node_id(guard.block(), off);
-                return self.commit_new(guard, id, &mut link);
+        };
+        let max = self.layout.vectors_per_page;
+        let mut placed = None;
+        if let Some(b) = vector_block {
+            let page = guard.also(self.index, b);
+            if page_kind(page) == Some(PageKind::Vector) {
+                placed = add_record(page, &vrec, max).map(|off| (b, off));
             }
         }
-        let guard = WriteGuard::extend(self.index);
-        init_page(guard.page());
-        let off = add_record(guard.page(), &rec, &self.layout).expect("an empty page holds a node");
+        let location = match placed {
+            Some(l) => l,
+            None => {
+                let (b, page) = guard.also_extend(self.index);
+                init_page(page, PageKind::Vector);
+                (b, add_record(page, &vrec, max).expect("an empty page holds a vector"))
+            }
+        };
+        let header_at = guard.page();
+        let off = match add_record(header_at, &rec, self.layout.nodes_per_page) {
+            Some(off) => off,
+            None => pgrx::error!("omen index \"{}\": the node page filled up under its lock", index_name(self.index)),
+        };
+        // SAFETY: the record just added at `off` on the exclusively locked working copy.
+        let node = unsafe { node_at(header_at, off, &self.layout) };
+        (node.header.vector_block, node.header.vector_offset) = location;
         let id = node_id(guard.block(), off);
         self.commit_new(guard, id, &mut link)
+    }
+
+    /// The block of one of the last few pages that is a `kind` page with room for another
+    /// record (share-locked to look, then released): new nodes and vectors go there.
+    fn last_page_with_room(&self, kind: PageKind) -> Option<u32> {
+        let count = block_count(self.index);
+        let max = match kind {
+            PageKind::Node => self.layout.nodes_per_page,
+            _ => self.layout.vectors_per_page,
+        };
+        (FIRST_NODE_BLOCK..count).rev().take(4).find(|&block| {
+            let guard = ReadGuard::new(self.index, block);
+            let page = guard.page();
+            let size = if kind == PageKind::Node { self.layout.node_size } else { self.layout.vector_size };
+            // SAFETY: PageGetFreeSpace reads the header of the share-locked page.
+            page_kind(page) == Some(kind)
+                && item_count(page) < max
+                && unsafe { pg_sys::PageGetFreeSpace(page as *mut _) } >= size.next_multiple_of(8)
+        })
     }
 
     /// Applies `link` to the record of the new node `id` held by `guard`, and commits both.
@@ -349,18 +525,19 @@ impl PageStore {
         Some(id)
     }
 
-    /// Writes `rec` over a free slot of a page the free space map offers, if any: Some of
-    /// what [`PageStore::commit_new`] returned, or None when there was no free slot.
-    fn reuse_free_slot(&self, rec: &[u8], link: &mut Option<Link>) -> Option<Option<NodeId>> {
+    /// Writes `rec` over a free slot of a page the free space map offers, if any, and
+    /// `vrec` over that slot's vector record: Some of what [`PageStore::commit_new`]
+    /// returned, or None when there was no free slot.
+    fn reuse_free_slot(&self, rec: &mut [u8], vrec: &[u8], link: &mut Option<Link>) -> Option<Option<NodeId>> {
         loop {
             // Only free slots are ever recorded, so any recorded space means one; asking for
             // a whole node_size would miss pages with one slot (the FSM rounds down).
             // SAFETY: the FSM lookup only reads the index's free space map fork.
             let block = unsafe { pg_sys::GetPageWithFreeSpace(self.index, 1) };
-            if block == pg_sys::InvalidBlockNumber || block == META_BLOCK || block >= block_count(self.index) {
+            if block == pg_sys::InvalidBlockNumber || block < FIRST_NODE_BLOCK || block >= block_count(self.index) {
                 return None;
             }
-            let guard = WriteGuard::new(self.index, block);
+            let mut guard = WriteGuard::new(self.index, block);
             let page = guard.page();
             let mut slot = None;
             let mut free = 0usize;
@@ -369,19 +546,33 @@ impl PageStore {
                 let node = unsafe { node_at(page, off, &self.layout) };
                 if node.is_free() {
                     if slot.is_none() {
-                        slot = Some(off);
+                        slot = Some((off, node.vector_location()));
                     } else {
                         free += 1;
                     }
                 }
             }
-            let Some(off) = slot else {
+            let Some((off, location)) = slot else {
                 drop(guard);
                 record_free_slots(self.index, block, 0, &self.layout);
                 continue;
             };
+            // The slot keeps its vector record: the new vector goes there.
+            let vpage = guard.also(self.index, location.0);
+            if location.1 == 0 || location.1 as usize > vector_count(vpage) {
+                pgrx::error!("omen index \"{}\" is corrupt: free slot without a vector record", index_name(self.index));
+            }
+            // SAFETY: the vector record at `location` is vector_size bytes on a locked working copy.
+            unsafe { std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(vpage, location.1), vrec.len()) };
+            // SAFETY: the header starts the record; write the vector location into it.
+            unsafe {
+                let h = rec.as_mut_ptr().cast::<NodeHeader>();
+                let mut header = std::ptr::read_unaligned(h);
+                (header.vector_block, header.vector_offset) = location;
+                std::ptr::write_unaligned(h, header);
+            }
             // SAFETY: the record at `off` is node_size bytes on the locked working copy.
-            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), record(page, off), rec.len()) };
+            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len()) };
             let done = self.commit_new(guard, node_id(block, off), link);
             if done.is_some() {
                 record_free_slots(self.index, block, free, &self.layout);
@@ -392,7 +583,7 @@ impl PageStore {
 
     /// Visits every node of the index, one page at a time, with the page share-locked.
     pub fn for_each_node(&self, mut f: impl FnMut(NodeId, &NodeRef)) {
-        for block in 1..block_count(self.index) {
+        for block in FIRST_NODE_BLOCK..block_count(self.index) {
             let guard = ReadGuard::new(self.index, block);
             for off in 1..=node_count(guard.page()) as u16 {
                 // SAFETY: share-locked page, offset within its line pointers.
@@ -405,13 +596,20 @@ impl PageStore {
     /// Edits the nodes of one page at a time (all of a page's nodes together), WAL-logging
     /// the pages where `f` returns true.
     pub fn edit_pages(&self, mut f: impl FnMut(u32, &mut [NodeRef]) -> bool) {
-        for block in 1..block_count(self.index) {
+        for block in FIRST_NODE_BLOCK..block_count(self.index) {
             self.edit_page(block, &mut f);
         }
     }
 
     /// Edits the nodes of `block` under its exclusive lock; WAL-logs the page if `f` returns true.
     pub fn edit_page(&self, block: u32, f: impl FnOnce(u32, &mut [NodeRef]) -> bool) {
+        {
+            // Pages that hold no nodes are skipped without an exclusive lock.
+            let guard = ReadGuard::new(self.index, block);
+            if node_count(guard.page()) == 0 {
+                return;
+            }
+        }
         let guard = WriteGuard::new(self.index, block);
         let count = node_count(guard.page()) as u16;
         // SAFETY: exclusively locked working copy; offsets within its line pointers, and
@@ -465,11 +663,33 @@ impl GraphStore for PageStore {
 
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
         let n = neighbors.len().min(self.layout.slack_degree);
+        let neighbors = &neighbors[..n];
+        // Codes first (other pages may be read for them), then the node's page alone.
+        let cb = self.layout.code_bytes;
+        let mut known: Vec<Option<Box<[u8]>>> = vec![None; n];
+        self.read(id, |node| {
+            for (i, &m) in node.neighbors().iter().enumerate() {
+                if let Some(j) = neighbors.iter().position(|&x| x == m) {
+                    known[j] = Some(node.codes_area[i * cb..(i + 1) * cb].into());
+                }
+            }
+        });
+        let mut codes = Vec::with_capacity(n * cb);
+        for (j, &m) in neighbors.iter().enumerate() {
+            match &known[j] {
+                Some(c) => codes.extend_from_slice(c),
+                None => {
+                    let c = self.code_of(m);
+                    codes.extend_from_slice(&c);
+                }
+            }
+        }
         self.write(id, |node| {
-            if node.neighbors() == &neighbors[..n] {
+            if node.neighbors() == neighbors {
                 return false;
             }
-            node.neighbors_area[..n].copy_from_slice(&neighbors[..n]);
+            node.neighbors_area[..n].copy_from_slice(neighbors);
+            node.codes_area[..n * cb].copy_from_slice(&codes);
             node.header.neighbor_count = n as u16;
             true
         });
@@ -479,6 +699,53 @@ impl GraphStore for PageStore {
         if self.last_live.0 == id {
             return self.last_live.1;
         }
-        self.with_vector(id, |_, live| live)
+        if let Some((_, live)) = self.cache.as_ref().and_then(|c| c.map.get(&id)) {
+            return *live;
+        }
+        self.read(id, |n| !n.is_deleted())
+    }
+
+    fn prepare(&mut self, query: &[f32]) {
+        self.query.clear();
+        self.query.extend_from_slice(query);
+        if query.len() == self.quantizer.dims() {
+            self.quantizer.prepare(query, &mut self.prepared);
+        }
+    }
+
+    fn expand_coded(
+        &mut self,
+        id: NodeId,
+        keep: &mut dyn FnMut(NodeId) -> bool,
+        out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        let cb = self.layout.code_bytes;
+        let (block, offset) = node_location(id);
+        let (location, live) = {
+            let guard = ReadGuard::new(self.index, block);
+            if offset as usize > node_count(guard.page()) {
+                pgrx::error!("omen index \"{}\" is corrupt: node {id} does not exist", index_name(self.index));
+            }
+            // SAFETY: share-locked page, offset checked; the view dies with the guard.
+            let node = unsafe { node_at(guard.page(), offset, &self.layout) };
+            for (i, &n) in node.neighbors().iter().enumerate() {
+                if keep(n) {
+                    let code = &node.codes_area[i * cb..(i + 1) * cb];
+                    out.push((n, self.quantizer.estimate(&self.prepared, code)));
+                    if let Some(m) = self.codes.as_mut() {
+                        m.entry(n).or_insert_with(|| code.into());
+                    }
+                }
+            }
+            (node.vector_location(), !node.is_deleted())
+        };
+        let metric = self.metric;
+        let query = std::mem::take(&mut self.query);
+        let exact = match self.cache.as_ref().and_then(|c| c.map.get(&id)) {
+            Some((v, _)) => metric.rank_distance(v, &query),
+            None => self.read_vector_record(location, |_, v| metric.rank_distance(v, &query)),
+        };
+        self.query = query;
+        Some((if exact.is_nan() { f32::INFINITY } else { exact }, live))
     }
 }
