@@ -455,3 +455,89 @@ fn large_build_timing() {
         p_count / 200
     );
 }
+
+/// A store whose searches traverse on RaBitQ codes, as the page store's do: the codes of
+/// a node's neighbours come with the node, the node's own distance is exact.
+struct CodedStore {
+    inner: MemoryStore,
+    quantizer: crate::quant::Quantizer,
+    codes: Vec<u8>,
+    prepared: crate::quant::PreparedQuery,
+    query: Vec<f32>,
+}
+
+impl GraphStore for CodedStore {
+    fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 {
+        self.inner.distance(id, q)
+    }
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+        self.inner.neighbors(id, out)
+    }
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+        self.inner.vector(id, out)
+    }
+    fn set_neighbors(&mut self, id: NodeId, n: &[NodeId]) {
+        self.inner.set_neighbors(id, n)
+    }
+    fn prepare(&mut self, query: &[f32]) {
+        self.query = query.to_vec();
+        self.quantizer.prepare(query, &mut self.prepared);
+    }
+    fn expand_coded(
+        &mut self,
+        id: NodeId,
+        keep: &mut dyn FnMut(NodeId) -> bool,
+        out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        let cb = self.quantizer.code_bytes();
+        let mut ids = Vec::new();
+        self.inner.neighbors(id, &mut ids);
+        for n in ids.into_iter().filter(|&n| keep(n)) {
+            let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
+            out.push((n, self.quantizer.estimate(&self.prepared, code)));
+        }
+        let q = self.query.clone();
+        Some((self.inner.distance(id, &q), self.inner.is_live(id)))
+    }
+}
+
+/// Traversal on codes finds the neighbours exact traversal finds, a little wider list
+/// given, and returns them in exact distance order.
+#[test]
+fn coded_search_keeps_recall_and_exact_order() {
+    for (metric, dim) in [(Metric::L2, 96), (Metric::Cosine, 128), (Metric::InnerProduct, 64)] {
+        let mut data = clustered(N + 100, dim, 20, 11);
+        let queries = data.split_off(N * dim);
+        let p = params(metric);
+        let g = build_quiet(&data, dim, &p, 42);
+        let entry = g.entry;
+        let centroid = crate::quant::Quantizer::centroid_of(metric, dim, &data);
+        let quantizer = crate::quant::Quantizer::new(metric, dim, centroid, 5);
+        let cb = quantizer.code_bytes();
+        let mut codes = vec![0u8; N * cb];
+        for (v, c) in data.chunks(dim).zip(codes.chunks_mut(cb)) {
+            quantizer.encode(v, c);
+        }
+        let inner = MemoryStore::from_graph(data, dim, metric, g);
+        let mut store = CodedStore { inner, quantizer, codes, prepared: Default::default(), query: Vec::new() };
+        let mut search = BeamSearch::new();
+        let (mut hits, mut total) = (0, 0);
+        for q in queries.chunks_exact(dim) {
+            let truth: HashSet<NodeId> = brute_force(&store.inner, q, 10).into_iter().collect();
+            search.start(&mut store, q, entry);
+            search.run(&mut store, q, 40);
+            let results: Vec<(NodeId, f32)> = search.results().collect();
+            for w in results.windows(2) {
+                assert!(w[0].1 <= w[1].1, "{metric:?}: results out of exact order");
+            }
+            for &(id, d) in &results {
+                let exact = sane(metric.rank_distance(store.inner.vector_of(id), q));
+                assert_eq!(d, exact, "{metric:?}: a result's distance is not its exact distance");
+            }
+            hits += results.iter().take(10).filter(|(id, _)| truth.contains(id)).count();
+            total += truth.len();
+        }
+        let recall = hits as f64 / total as f64;
+        assert!(recall >= 0.9, "{metric:?}: coded recall@10 at L=40 is {recall}");
+    }
+}
