@@ -18,8 +18,8 @@ use crate::storage::page_store::{
     PagePacker, PageStore, fill_node_record, fill_vector_record, index_name, read_meta, write_centroid_page,
     write_meta_page,
 };
-use omen_core::quant::Quantizer;
 use crate::types::fmgr::datum_vector;
+use omen_core::quant::Quantizer;
 
 // pg_stat_progress_create_index parameters (commands/progress.h) and our sub-phases.
 const PROGRESS_CREATEIDX_SUBPHASE: i32 = 10;
@@ -71,7 +71,11 @@ struct BuildState {
 
 impl BuildState {
     fn bytes_per_node(&self, dims: usize) -> usize {
-        4 * dims + 4 * self.params.slack_degree() + std::mem::size_of::<pg_sys::ItemPointerData>() + 48
+        4 * dims
+            + 4 * self.params.slack_degree()
+            + Quantizer::code_bytes_for(dims)
+            + std::mem::size_of::<pg_sys::ItemPointerData>()
+            + 48
     }
 }
 
@@ -204,7 +208,13 @@ fn build_threads() -> usize {
 
 /// Runs the graph build on `threads` rayon threads while this backend's thread reports
 /// progress and watches for query cancellation; only this thread calls PostgreSQL.
-fn build_in_threads(vectors: &[f32], dims: usize, params: &GraphParams, threads: usize) -> Option<graph::BuiltGraph> {
+fn build_in_threads(
+    vectors: &[f32],
+    dims: usize,
+    params: &GraphParams,
+    quantizer: &Quantizer,
+    threads: usize,
+) -> Option<graph::BuiltGraph> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon thread pool");
     let done = AtomicUsize::new(0);
@@ -213,7 +223,9 @@ fn build_in_threads(vectors: &[f32], dims: usize, params: &GraphParams, threads:
         let worker = s.spawn(|| {
             let mut progress = |d: usize, _total: usize| done.store(d, Relaxed);
             let mut should_stop = || stop.load(Relaxed);
-            pool.install(|| graph::build(vectors, dims, params, 0x0de1_5eed, &mut progress, &mut should_stop))
+            pool.install(|| {
+                graph::build_coded(vectors, dims, params, 0x0de1_5eed, Some(quantizer), &mut progress, &mut should_stop)
+            })
         });
         while !worker.is_finished() {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -251,13 +263,17 @@ fn write_graph(state: &mut BuildState) {
     let n = state.tids.len();
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_GRAPH);
     report(PROGRESS_CREATEIDX_TUPLES_TOTAL, n as i64);
-    let built = if n == 0 { None } else { build_in_threads(&state.vectors, dims, &state.params, build_threads()) };
+    // The codes: centred on the mean of the rows (none for an empty build: zero). The
+    // build's searches traverse on them, as scans do.
+    let centroid =
+        if n > 0 { Quantizer::centroid_of(state.metric, dims, &state.vectors) } else { vec![0.0; dims.max(1)] };
+    let quantizer = Quantizer::new(state.metric, dims.max(1), centroid.clone(), CODE_SEED);
+    let built =
+        if n == 0 { None } else { build_in_threads(&state.vectors, dims, &state.params, &quantizer, build_threads()) };
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let layout = Layout::new(dims.max(1), state.params.slack_degree()).expect("checked above");
     let entry = built.as_ref().map_or(NO_NODE, |g| build_position(g.entry as usize, &layout));
     let mut meta = new_meta(&state.params, state.metric, dims, entry);
-    // The codes: centred on the mean of the rows (none for an empty build: zero).
-    let centroid = if n > 0 { Quantizer::centroid_of(state.metric, dims, &state.vectors) } else { vec![0.0; dims.max(1)] };
     meta.has_centroid = (n > 0) as u32;
     let mut image = vec![0u64; PAGE_SIZE / 8];
     write_meta_page(image.as_mut_ptr().cast(), &meta);
@@ -266,16 +282,8 @@ fn write_graph(state: &mut BuildState) {
     write_centroid_page(image.as_mut_ptr().cast(), &centroid);
     write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
     if let Some(g) = built {
-        let quantizer = Quantizer::new(state.metric, dims, centroid, CODE_SEED);
         let cb = layout.code_bytes;
-        // Every node's code, computed in parallel on plain data.
-        let mut codes = vec![0u8; n * cb];
-        let vectors = &state.vectors;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
-        pool.install(|| {
-            use rayon::prelude::*;
-            codes.par_chunks_mut(cb).enumerate().for_each(|(i, c)| quantizer.encode(&vectors[i * dims..(i + 1) * dims], c));
-        });
+        let codes = &g.codes;
         let mut packer = PagePacker::new(PageKind::Node, layout.nodes_per_page);
         let mut ids = Vec::with_capacity(layout.slack_degree);
         let mut neighbor_codes = Vec::with_capacity(layout.slack_degree * cb);
@@ -299,7 +307,12 @@ fn write_graph(state: &mut BuildState) {
         let mut packer = PagePacker::new(PageKind::Vector, layout.vectors_per_page);
         let mut rec = vec![0u8; layout.vector_size];
         for i in 0..n {
-            fill_vector_record(&mut rec, &layout, &codes[i * cb..(i + 1) * cb], &state.vectors[i * dims..(i + 1) * dims]);
+            fill_vector_record(
+                &mut rec,
+                &layout,
+                &codes[i * cb..(i + 1) * cb],
+                &state.vectors[i * dims..(i + 1) * dims],
+            );
             if let Some(full) = packer.push(&rec) {
                 write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
             }

@@ -1,6 +1,7 @@
 //! Builds a graph over a TEXMEX data folder's base vectors in memory and reports the build
 //! time and recall@10 at a few search list sizes against the folder's ground truth.
-//! Usage: cargo run --release -p omen-core --example build_eval -- DATA_FOLDER [QUERIES]
+//! Usage: cargo run --release -p omen-core --example build_eval -- DATA_FOLDER [QUERIES] [coded|exact] [L] [threads]
+//! (`coded`: the build's searches traverse on RaBitQ codes, as CREATE INDEX does.)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,9 +45,20 @@ fn main() {
     let (base, dim) = read_vecs(&find(&folder, "base"));
     let (queries, _) = read_vecs(&find(&folder, "query"));
     let (truth, tdim) = read_vecs(&find(&folder, "groundtruth"));
-    let params = GraphParams { metric: Metric::L2, ..GraphParams::default() };
+    let coded = args.get(3).is_none_or(|s| s == "coded");
+    let build_l: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let threads: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(2);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    let params = GraphParams { metric: Metric::L2, build_list_size: build_l, ..GraphParams::default() };
+    let centroid = omen_core::quant::Quantizer::centroid_of(Metric::L2, dim, &base);
+    let quantizer = omen_core::quant::Quantizer::new(Metric::L2, dim, centroid, 1);
     let t0 = Instant::now();
-    let g = graph::build(&base, dim, &params, 0x0de1_5eed, &mut |_, _| {}, &mut || false).unwrap();
+    let g =
+        graph::build_coded(&base, dim, &params, 0x0de1_5eed, coded.then_some(&quantizer), &mut |_, _| {}, &mut || {
+            false
+        })
+        .unwrap();
+    println!("{} build, L = {build_l}, {threads} threads", if coded { "coded" } else { "exact" });
     println!("build {:.1} s, n = {}", t0.elapsed().as_secs_f64(), base.len() / dim);
     let entry = g.entry;
     let mut store = MemoryStore::from_graph(base.clone(), dim, Metric::L2, g);

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use super::{BeamSearch, GraphParams, GraphStore, NodeId, robust_prune, sane};
 use crate::distance::Metric;
+use crate::quant::{PreparedQuery, Quantizer};
 
 /// The result of an in-memory build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,54 @@ pub struct BuiltGraph {
     pub neighbors: Vec<Vec<NodeId>>,
     /// The entry point of every search: the medoid. 0 for an empty graph.
     pub entry: NodeId,
+    /// Every node's code, `code_bytes` each, when the build traversed on codes
+    /// ([`build_coded`]); empty otherwise.
+    pub codes: Vec<u8>,
+}
+
+/// The frozen graph as a coded store: a search expands a node by estimating its
+/// neighbours' distances from their codes and computing its own exact distance, as a
+/// scan does on pages.
+struct CodedFrozen<'a> {
+    frozen: Frozen<'a>,
+    quantizer: &'a Quantizer,
+    codes: &'a [u8],
+    prepared: PreparedQuery,
+    query: &'a [f32],
+}
+
+impl GraphStore for CodedFrozen<'_> {
+    #[inline]
+    fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
+        self.frozen.distance(id, query)
+    }
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+        self.frozen.neighbors(id, out)
+    }
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+        self.frozen.vector(id, out)
+    }
+    fn set_neighbors(&mut self, _id: NodeId, _neighbors: &[NodeId]) {
+        unreachable!("the frozen graph of a build batch is read-only");
+    }
+    fn prepare(&mut self, query: &[f32]) {
+        self.quantizer.prepare(query, &mut self.prepared);
+    }
+    fn expand_coded(
+        &mut self,
+        id: NodeId,
+        keep: &mut dyn FnMut(NodeId) -> bool,
+        out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        let cb = self.quantizer.code_bytes();
+        for &n in &self.frozen.neighbors[id as usize] {
+            if keep(n) {
+                let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
+                out.push((n, self.quantizer.estimate(&self.prepared, code)));
+            }
+        }
+        Some((self.frozen.metric.rank_distance(self.frozen.vec(id), self.query), true))
+    }
 }
 
 /// A read-only view of the graph being built, shared by the parallel searches.
@@ -97,6 +146,22 @@ pub fn build(
     progress: &mut dyn FnMut(usize, usize),
     should_stop: &mut dyn FnMut() -> bool,
 ) -> Option<BuiltGraph> {
+    build_coded(vectors, dim, params, seed, None, progress, should_stop)
+}
+
+/// [`build`], with the searches traversing on the codes of `quantizer` when given (each
+/// node's code is computed first, in parallel, and returned in [`BuiltGraph::codes`]):
+/// the candidates that RobustPrune chooses from still carry exact distances, but the
+/// search reads a code of a few dozen bytes per neighbour instead of its vector.
+pub fn build_coded(
+    vectors: &[f32],
+    dim: usize,
+    params: &GraphParams,
+    seed: u64,
+    quantizer: Option<&Quantizer>,
+    progress: &mut dyn FnMut(usize, usize),
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Option<BuiltGraph> {
     assert!(dim > 0 && vectors.len().is_multiple_of(dim), "vectors.len() must be a multiple of dim");
     assert!(params.max_neighbors > 0, "max_neighbors must be positive");
     let n = vectors.len() / dim;
@@ -107,8 +172,18 @@ pub fn build(
         return None;
     }
     if n == 0 {
-        return Some(BuiltGraph { neighbors: Vec::new(), entry: 0 });
+        return Some(BuiltGraph { neighbors: Vec::new(), entry: 0, codes: Vec::new() });
     }
+    let codes = match quantizer {
+        Some(q) => {
+            let cb = q.code_bytes();
+            let mut codes = vec![0u8; n * cb];
+            codes.par_chunks_mut(cb).enumerate().for_each(|(i, c)| q.encode(&vectors[i * dim..(i + 1) * dim], c));
+            codes
+        }
+        None => Vec::new(),
+    };
+    let coded = quantizer.map(|q| (q, codes.as_slice()));
 
     let entry = medoid(vectors, dim, params.metric);
     let order = permutation(n, seed);
@@ -122,7 +197,7 @@ pub fn build(
             return None;
         }
         let end = (start + batch).min(n);
-        link_batch(&order[start..end], vectors, dim, &mut graph, entry, params.alpha, params);
+        link_batch(&order[start..end], vectors, dim, &mut graph, entry, params.alpha, params, coded);
         done += end - start;
         progress(done, total);
         start = end;
@@ -133,7 +208,7 @@ pub fn build(
     }
     prune_overfull(vectors, dim, &mut graph, params);
     connect_unreachable(vectors, dim, &mut graph, entry, params);
-    Some(BuiltGraph { neighbors: graph, entry })
+    Some(BuiltGraph { neighbors: graph, entry, codes })
 }
 
 /// One batch of the build: parallel search + prune against the frozen graph, then the
@@ -146,21 +221,36 @@ fn link_batch(
     entry: NodeId,
     alpha: f32,
     params: &GraphParams,
+    coded: Option<(&Quantizer, &[u8])>,
 ) {
     let frozen = Frozen { vectors, dim, metric: params.metric, neighbors: graph };
     let out_lists: Vec<Vec<NodeId>> = batch
         .par_iter()
-        .map_init(BeamSearch::new, |search, &p| {
-            let mut store = frozen;
-            let v = frozen.vec(p);
-            search.start(&mut store, v, entry);
-            search.run(&mut store, v, params.build_list_size);
-            let mut candidates = search.visited().to_vec();
-            for &q in &frozen.neighbors[p as usize] {
-                candidates.push((q, store.distance(q, v)));
-            }
-            robust_prune(&mut store, p, v, &mut candidates, alpha, params)
-        })
+        .map_init(
+            || (BeamSearch::new(), PreparedQuery::default()),
+            |(search, prepared), &p| {
+                let mut store = frozen;
+                let v = frozen.vec(p);
+                match coded {
+                    Some((quantizer, codes)) => {
+                        let mut cs =
+                            CodedFrozen { frozen, quantizer, codes, prepared: std::mem::take(prepared), query: v };
+                        search.start(&mut cs, v, entry);
+                        search.run(&mut cs, v, params.build_list_size);
+                        *prepared = cs.prepared;
+                    }
+                    None => {
+                        search.start(&mut store, v, entry);
+                        search.run(&mut store, v, params.build_list_size);
+                    }
+                }
+                let mut candidates = search.visited().to_vec();
+                for &q in &frozen.neighbors[p as usize] {
+                    candidates.push((q, store.distance(q, v)));
+                }
+                robust_prune(&mut store, p, v, &mut candidates, alpha, params)
+            },
+        )
         .collect();
     for (&p, list) in batch.iter().zip(out_lists) {
         graph[p as usize] = list;

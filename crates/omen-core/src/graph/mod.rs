@@ -44,7 +44,7 @@ mod tests;
 
 use crate::distance::Metric;
 
-pub use build::{BuiltGraph, build};
+pub use build::{BuiltGraph, build, build_coded};
 pub use delete::{RepairStats, repair_deleted, replacement_entry};
 pub use memory::MemoryStore;
 pub use prune::{add_back_edges, choose_neighbors, insert, robust_prune};
