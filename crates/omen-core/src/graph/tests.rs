@@ -328,7 +328,7 @@ fn tiny_builds() {
     let empty = build_quiet(&[], 4, &p, 0);
     assert!(empty.neighbors.is_empty());
     let one = build_quiet(&[1.0, 2.0, 3.0, 4.0], 4, &p, 0);
-    assert_eq!(one, BuiltGraph { neighbors: vec![vec![]], entry: 0 });
+    assert_eq!(one, BuiltGraph { neighbors: vec![vec![]], entry: 0, codes: Vec::new() });
     // Fewer points than R: complete graph minus pruning, still connected.
     let data = clustered(10, 4, 2, 1);
     let g = build_quiet(&data, 4, &p, 0);
