@@ -513,7 +513,7 @@ fn replacement_entry_keeps_the_graph_searchable() {
     let far = replacement_entry(&mut store, new_entry, &entry_vec, 10, &mut search).unwrap();
     assert!(store.is_live(far));
     let rank = by_distance.iter().position(|&i| i == far).unwrap();
-    assert!(rank >= 300 && rank < 310, "replacement is the {rank}th closest node");
+    assert!((300..310).contains(&rank), "replacement is the {rank}th closest node");
 
     // Nothing live: no replacement.
     for i in 0..n as NodeId {
