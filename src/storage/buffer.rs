@@ -197,13 +197,16 @@ pub fn page_kind(page: *const u8) -> Option<PageKind> {
     if opaque.magic != PAGE_MAGIC {
         return None;
     }
-    [PageKind::Meta, PageKind::Centroid, PageKind::Node, PageKind::Vector].into_iter().find(|k| *k as u16 == opaque.kind)
+    [PageKind::Meta, PageKind::Centroid, PageKind::Node, PageKind::Vector]
+        .into_iter()
+        .find(|k| *k as u16 == opaque.kind)
 }
 
 /// Number of line pointers on `page`.
 pub fn item_count(page: *const u8) -> usize {
     let lower = page_header(page).pd_lower as usize;
-    lower.saturating_sub(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)) / std::mem::size_of::<pg_sys::ItemIdData>()
+    lower.saturating_sub(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp))
+        / std::mem::size_of::<pg_sys::ItemIdData>()
 }
 
 /// A pointer to the item at line pointer `offset` (1-based) of `page`.

@@ -35,8 +35,8 @@
 use pgrx::pg_sys;
 
 use super::buffer::{ReadGuard, WriteGuard};
-use super::layout::*;
 use super::buffer::{item as record, item_count, page_header};
+use super::layout::*;
 use super::page_store::read_meta;
 
 /// Identifies a buffer page (in its special area).

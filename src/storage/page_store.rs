@@ -87,9 +87,7 @@ pub fn update_meta(index: pg_sys::Relation, edit: impl FnOnce(&mut Meta)) {
 /// The relation's name, for messages.
 pub fn index_name(index: pg_sys::Relation) -> String {
     // SAFETY: an open relation has a valid rd_rel with a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned()
 }
 
 /// Number of blocks in the index's main fork.
@@ -163,7 +161,10 @@ unsafe fn node_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> NodeRef<
         NodeRef {
             header: &mut *r.cast::<NodeHeader>(),
             neighbors_area: std::slice::from_raw_parts_mut(r.add(Layout::NEIGHBORS).cast(), layout.slack_degree),
-            codes_area: std::slice::from_raw_parts_mut(r.add(layout.codes_offset()), layout.slack_degree * layout.code_bytes),
+            codes_area: std::slice::from_raw_parts_mut(
+                r.add(layout.codes_offset()),
+                layout.slack_degree * layout.code_bytes,
+            ),
         }
     }
 }
@@ -310,7 +311,8 @@ const VECTOR_CACHE_BYTES: usize = 64 << 20;
 
 impl PageStore {
     pub fn new(index: pg_sys::Relation, meta: &Meta) -> PageStore {
-        let layout = Layout::new(meta.dims.max(1) as usize, meta.slack_degree as usize).expect("layout of an existing index");
+        let layout =
+            Layout::new(meta.dims.max(1) as usize, meta.slack_degree as usize).expect("layout of an existing index");
         PageStore {
             index,
             layout,
