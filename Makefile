@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?=
 
-.PHONY: deps install install-pg18 test demo bench bench-churn bench-inserts bench-kernels clean
+.PHONY: deps install install-pg18 test test-quick lint demo bench bench-churn bench-inserts bench-kernels clean
 
 deps:
 	scripts/deps.sh
@@ -13,8 +13,18 @@ install: deps
 install-pg18: deps
 	source scripts/env.sh && cargo pgrx install --pg-config "$$(pg18_home)/bin/pg_config"
 
+# Everything: lint, unit, pgrx and pg_regress tests, then the integration tests (pytest).
+# Arguments for pytest: make test PYTEST_ARGS='-k churn'
 test: deps
-	scripts/test.sh
+	scripts/test.sh all $(PYTEST_ARGS)
+
+# Lint, omen-core's unit tests and pg_regress on PostgreSQL 15 (a few minutes).
+test-quick: deps
+	scripts/test.sh quick
+
+# rustfmt, clippy -D warnings, ruff check, ruff format --check.
+lint: deps
+	scripts/test.sh lint
 
 demo: install
 	pg_virtualenv -v 15 scripts/demo.sh $(DATA)

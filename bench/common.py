@@ -1,4 +1,4 @@
-"""What the benchmarks share: the command line and a fresh database."""
+"""What the benchmarks share: the command line, a fresh database, progress lines."""
 
 import argparse
 import sys
@@ -7,9 +7,14 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import vecs  # noqa: E402
+import vecs
+from progress import Progress
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# A line per phase with the time since the start and the phase's own duration.
+progress = Progress()
+say = progress.say
+phase = progress.phase
 
 
 def data_from_args():
@@ -19,7 +24,8 @@ def data_from_args():
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args()
     folder = Path(args.data)
-    base, queries, truth = vecs.load(folder)
+    with phase(f"read {folder.name}"):
+        base, queries, truth = vecs.load(folder)
     queries, truth = queries[: args.queries], truth[: args.queries]
     return folder, base, queries, truth, [vecs.vector_text(q) for q in queries]
 

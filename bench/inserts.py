@@ -15,7 +15,8 @@ nextval('next_id'))`) from 1 or 8 clients, logging every transaction's latency:
 
 The in-place engines insert `--slow-rows` rows (fewer: they are slow). For omen with the
 buffer the run also reports what was left to merge when the inserts ended, the merge's
-rate over the next `--merge-wait` s (at most), and the latency of 20 queries then and after. Writes bench/results/<dataset>-inserts.md and .png (latency against rows inserted).
+rate over the next `--merge-wait` s (at most), and the latency of 20 queries then and after.
+Writes bench/results/<dataset>-inserts.md and .png (latency against rows inserted).
 
 Usage: inserts.py DATA_FOLDER [--rows N] [--slow-rows N] [--initial N] [--merge-wait S]
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from common import RESULTS, fresh_db, vecs
+from common import RESULTS, fresh_db, phase, say, vecs
 
 PGBENCH = Path(os.environ.get("PGBENCH", "pgbench"))
 DB = "inserts"
@@ -86,11 +87,15 @@ def run_pgbench(clients: int, rows: int) -> tuple[float, list[tuple[float, float
         script = Path(tmp) / "insert.sql"
         script.write_text("INSERT INTO items SELECT id, v FROM staging WHERE id = (SELECT nextval('next_id'));\n")
         env = dict(os.environ, PGDATABASE=DB)
+        log = ["--log-prefix", f"{tmp}/log"]
         t0 = time.perf_counter()
         out = subprocess.run(
-            [str(PGBENCH), "-n", "-c", str(clients), "-j", str(clients), "-t", str(rows // clients),
-             "-f", str(script), "-l", "--log-prefix", f"{tmp}/log"],
-            env=env, capture_output=True, text=True, check=True).stdout
+            [str(PGBENCH), *f"-n -c {clients} -j {clients} -t {rows // clients} -f {script} -l".split(), *log],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         wall = time.perf_counter() - t0
         failed = re.search(r"number of failed transactions: (\d+)", out)
         if failed and failed.group(1) != "0":
@@ -127,24 +132,31 @@ def main() -> None:
     ap.add_argument("--slow-rows", type=int, default=20_000)
     ap.add_argument("--initial", type=int, default=10_000)
     ap.add_argument("--merge-wait", type=int, default=120)
-    ap.add_argument("--pairs", type=int, default=0,
-                    help="only run K alternating pairs (no index, omen buffer = on), 1 client, --rows rows each")
-    ap.add_argument("--defer-merge", action="store_true",
-                    help="with --pairs: a threshold no run reaches, so no merge worker runs during the inserts")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="only run K alternating pairs (no index, omen buffer = on), 1 client, --rows rows each",
+    )
+    ap.add_argument(
+        "--defer-merge",
+        action="store_true",
+        help="with --pairs: a threshold no run reaches, so no merge worker runs during the inserts",
+    )
     args = ap.parse_args()
     folder = Path(args.data)
-    base, queries, _ = vecs.load(folder)
+    with phase(f"read {folder.name}"):
+        base, queries, _ = vecs.load(folder)
     texts = [vecs.vector_text(q) for q in queries[:20]]
     fresh_db(DB)
     with connect() as conn:
         conn.execute("CREATE EXTENSION vector")
         conn.execute("CREATE EXTENSION omendb")
-        versions = conn.execute("SELECT version(), (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
-                                ).fetchone()
-        t0 = time.perf_counter()
-        load_staging(conn, base, args.rows, args.initial)
-        print(f"staging: {args.initial} initial + {args.rows} rows to insert loaded in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        versions = conn.execute(
+            "SELECT version(), (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+        ).fetchone()
+        with phase(f"staging: {args.initial} initial + {args.rows} rows to insert"):
+            load_staging(conn, base, args.rows, args.initial)
 
     if args.pairs:
         run_pairs(folder.name, args, base.shape[1], versions)
@@ -154,19 +166,27 @@ def main() -> None:
     for clients in (1, 8):
         for engine, index_sql in ENGINES.items():
             rows = args.slow_rows if engine in SLOW else args.rows
-            with connect() as conn:
+            with phase(f"{engine}: a fresh table of {args.initial} rows and its index"), connect() as conn:
                 prepare(conn, base.shape[1], index_sql)
-            rate, samples = run_pgbench(clients, rows)
+            with phase(f"{engine}: {rows} single-row INSERTs from {clients} client(s)"):
+                rate, samples = run_pgbench(clients, rows)
             lat = np.array([s[1] for s in samples])
-            row = {"engine": engine, "clients": clients, "rows": len(lat), "rate": rate,
-                   "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                   "max": float(lat.max())}
+            row = {
+                "engine": engine,
+                "clients": clients,
+                "rows": len(lat),
+                "rate": rate,
+                "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)),
+                "max": float(lat.max()),
+            }
             if engine == "omen, buffer = on":
                 with connect() as conn:
                     left = buffered(conn)
                     row["buffered_at_end"] = left
                     row["query_ms_buffer_full"] = query_ms(conn, texts)
                     t0 = time.perf_counter()
+                    say(f"{engine}: {left} entries buffered; waiting up to {args.merge_wait} s for the merge")
                     while left and time.perf_counter() - t0 < args.merge_wait:
                         time.sleep(1)
                         left = buffered(conn)
@@ -176,13 +196,18 @@ def main() -> None:
                     row["query_ms_after_merge"] = query_ms(conn, texts)
             results.append(row)
             curves[(engine, clients)] = lat
-            print(f"{engine:20s} {clients} client(s): {len(lat)} rows, {rate:7.0f} rows/s, "
-                  f"p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms, max {row['max']:.1f} ms"
-                  + (f"; {row['buffered_at_end']} buffered at the end, after {row['catch_up_s']:.0f} s of merging "
-                     f"{row['buffered_after_wait']} left ({row['merge_rate']:.0f} entries/s); query "
-                     f"{row['query_ms_buffer_full']:.1f} ms with the buffer full, "
-                     f"{row['query_ms_after_merge']:.1f} ms after" if "catch_up_s" in row else ""),
-                  flush=True)
+            say(
+                f"{engine:20s} {clients} client(s): {len(lat)} rows, {rate:7.0f} rows/s, "
+                f"p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms, max {row['max']:.1f} ms"
+                + (
+                    f"; {row['buffered_at_end']} buffered at the end, after {row['catch_up_s']:.0f} s of merging "
+                    f"{row['buffered_after_wait']} left ({row['merge_rate']:.0f} entries/s); query "
+                    f"{row['query_ms_buffer_full']:.1f} ms with the buffer full, "
+                    f"{row['query_ms_after_merge']:.1f} ms after"
+                    if "catch_up_s" in row
+                    else ""
+                )
+            )
     with connect() as conn:
         conn.execute("DROP TABLE IF EXISTS items")
     write_report(folder.name, args, versions, results, curves)
@@ -192,34 +217,48 @@ def run_pairs(name, args, dims: int, versions) -> None:
     """Alternates single-client runs without a vector index and with omen (buffer on), K
     times each, so that the machine's drift hits both alike; reports medians and ratios."""
     omen = "omen, buffer = on" + (", merges deferred" if args.defer_merge else "")
-    ddl = {"no vector index": None,
-           omen: ENGINES["omen, buffer = on"] + (" WITH (buffer_threshold = 100000000)" if args.defer_merge else "")}
+    ddl = {
+        "no vector index": None,
+        omen: ENGINES["omen, buffer = on"] + (" WITH (buffer_threshold = 100000000)" if args.defer_merge else ""),
+    }
     rates = {"no vector index": [], omen: []}
     for k in range(args.pairs):
         for engine in rates:
             with connect() as conn:
                 prepare(conn, dims, ddl[engine])
-            rate, samples = run_pgbench(1, args.rows)
+            with phase(f"pair {k + 1}, {engine}: {args.rows} single-row INSERTs"):
+                rate, samples = run_pgbench(1, args.rows)
             lat = np.array([s[1] for s in samples])
             rates[engine].append((rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max())))
-            print(f"pair {k + 1} {engine:20s}: {rate:7.0f} rows/s, p50 {rates[engine][-1][1]:.3f} ms, "
-                  f"p99 {rates[engine][-1][2]:.3f} ms, max {rates[engine][-1][3]:.1f} ms", flush=True)
+            say(
+                f"pair {k + 1} {engine:20s}: {rate:7.0f} rows/s, p50 {rates[engine][-1][1]:.3f} ms, "
+                f"p99 {rates[engine][-1][2]:.3f} ms, max {rates[engine][-1][3]:.1f} ms"
+            )
     with connect() as conn:
         conn.execute("DROP TABLE IF EXISTS items")
-    ratios = [a[0] / b[0] for a, b in zip(rates["no vector index"], rates[omen])]
-    lines = [f"# Single-client INSERT, omen (buffer = on) against no vector index: {name}", "",
-             f"Command: `make bench-inserts DATA=../shared/data/{name} ARGS='--pairs {args.pairs} --rows {args.rows}"
-             f"{' --defer-merge' if args.defer_merge else ''}'` "
-             f"({args.pairs} alternating pairs of {args.rows} single-row INSERTs, initial rows {args.initial}; "
-             f"{versions[0].split(',')[0]}, pgvector {versions[1]}).", "",
-             "| engine | median rows/s | median p50 ms | median p99 ms | median max ms | runs (rows/s) |",
-             "|---|---|---|---|---|---|"]
+    ratios = [a[0] / b[0] for a, b in zip(rates["no vector index"], rates[omen], strict=True)]
+    lines = [
+        f"# Single-client INSERT, omen (buffer = on) against no vector index: {name}",
+        "",
+        f"Command: `make bench-inserts DATA=../shared/data/{name} ARGS='--pairs {args.pairs} --rows {args.rows}"
+        f"{' --defer-merge' if args.defer_merge else ''}'` "
+        f"({args.pairs} alternating pairs of {args.rows} single-row INSERTs, initial rows {args.initial}; "
+        f"{versions[0].split(',')[0]}, pgvector {versions[1]}).",
+        "",
+        "| engine | median rows/s | median p50 ms | median p99 ms | median max ms | runs (rows/s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for engine, runs in rates.items():
         med = [statistics.median(r[i] for r in runs) for i in range(4)]
-        lines.append(f"| {engine} | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | "
-                     f"{', '.join(f'{r[0]:.0f}' for r in runs)} |")
-    lines += ["", f"Time per insert, omen over no index, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
-              f"median {statistics.median(ratios):.2f}×."]
+        lines.append(
+            f"| {engine} | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | "
+            f"{', '.join(f'{r[0]:.0f}' for r in runs)} |"
+        )
+    lines += [
+        "",
+        f"Time per insert, omen over no index, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
+        f"median {statistics.median(ratios):.2f}×.",
+    ]
     suffix = "-deferred" if args.defer_merge else ""
     (RESULTS / f"{name}-inserts-pairs{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -228,46 +267,60 @@ def run_pairs(name, args, dims: int, versions) -> None:
 def write_report(name, args, versions, results, curves) -> None:
     RESULTS.mkdir(exist_ok=True)
     baseline = {r["clients"]: r for r in results if r["engine"] == "no vector index"}
-    lines = [f"# Insert latency and throughput: {name}", "",
-             f"Command: `make bench-inserts DATA=../shared/data/{name}` (rows {args.rows}, in-place engines "
-             f"{args.slow_rows}, initial rows {args.initial}).", "",
-             f"Server: {versions[0].split(',')[0]}, pgvector {versions[1]}; one server, same run, "
-             "single-row INSERT transactions from pgbench.", "",
-             "| engine | clients | rows | rows/s | time vs no index | p50 ms | p99 ms | max ms |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Insert latency and throughput: {name}",
+        "",
+        f"Command: `make bench-inserts DATA=../shared/data/{name}` (rows {args.rows}, in-place engines "
+        f"{args.slow_rows}, initial rows {args.initial}).",
+        "",
+        f"Server: {versions[0].split(',')[0]}, pgvector {versions[1]}; one server, same run, "
+        "single-row INSERT transactions from pgbench.",
+        "",
+        "| engine | clients | rows | rows/s | time vs no index | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         ratio = baseline[r["clients"]]["rate"] / r["rate"]
-        lines.append(f"| {r['engine']} | {r['clients']} | {r['rows']} | {r['rate']:.0f} | {ratio:.2f}× | "
-                     f"{r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.1f} |")
-    lines += ["", "With the buffer: what was left to merge when the inserts ended, the background merge's rate "
-              f"over the next {args.merge_wait} s at most, and the median latency of 20 queries (LIMIT 10) with "
-              "that buffer and after the wait.", "",
-              "| clients | buffered at the end | merged in | left | merge rate | query ms, at the end | query ms, after |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['engine']} | {r['clients']} | {r['rows']} | {r['rate']:.0f} | {ratio:.2f}× | "
+            f"{r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.1f} |"
+        )
+    lines += [
+        "",
+        "With the buffer: what was left to merge when the inserts ended, the background merge's rate "
+        f"over the next {args.merge_wait} s at most, and the median latency of 20 queries (LIMIT 10) with "
+        "that buffer and after the wait.",
+        "",
+        "| clients | buffered at the end | merged in | left | merge rate | query ms, at the end | query ms, after |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "catch_up_s" in r:
-            lines.append(f"| {r['clients']} | {r['buffered_at_end']} | {r['catch_up_s']:.0f} s | "
-                         f"{r['buffered_after_wait']} | {r['merge_rate']:.0f}/s | {r['query_ms_buffer_full']:.1f} | "
-                         f"{r['query_ms_after_merge']:.1f} |")
+            lines.append(
+                f"| {r['clients']} | {r['buffered_at_end']} | {r['catch_up_s']:.0f} s | "
+                f"{r['buffered_after_wait']} | {r['merge_rate']:.0f}/s | {r['query_ms_buffer_full']:.1f} | "
+                f"{r['query_ms_after_merge']:.1f} |"
+            )
     (RESULTS / f"{name}-inserts.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, clients in zip(axes, (1, 8)):
+    for ax, clients in zip(axes, (1, 8), strict=True):
         for (engine, c), lat in curves.items():
             if c != clients:
                 continue
             window = 500
             n = len(lat) // window
-            p99 = [np.percentile(lat[i * window:(i + 1) * window], 99) for i in range(n)]
-            mx = [lat[i * window:(i + 1) * window].max() for i in range(n)]
+            p99 = [np.percentile(lat[i * window : (i + 1) * window], 99) for i in range(n)]
+            mx = [lat[i * window : (i + 1) * window].max() for i in range(n)]
             x = [(i + 1) * window for i in range(n)]
-            line, = ax.plot(x, p99, label=f"{engine} (p99)")
+            (line,) = ax.plot(x, p99, label=f"{engine} (p99)")
             ax.plot(x, mx, color=line.get_color(), alpha=0.3, linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("rows inserted")

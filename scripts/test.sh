@@ -1,34 +1,64 @@
 #!/usr/bin/env bash
-# `make test`: every test of the project, in order; stops at the first failure.
+# `make test`, `make test-quick`, `make lint`: the project's checks, in order; stops at the
+# first step that fails.
+#   scripts/test.sh         everything: lint, unit tests, pgrx tests, pg_regress, then the
+#                           integration tests in one pytest run (PostgreSQL 15 and 18)
+#   scripts/test.sh quick   lint, omen-core's unit tests, pg_regress on PostgreSQL 15
+#   scripts/test.sh lint    rustfmt, clippy, ruff check, ruff format
+# Extra arguments after the mode go to pytest (scripts/test.sh all -k churn).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
+mode=${1:-all}
+shift || true
 started=$(date +%s)
 step() {
     local name=$1
     shift
     echo
     echo "=== $name"
-    local t0=$(date +%s)
+    local t0
+    t0=$(date +%s)
     "$@"
-    echo "=== $name: ok ($(( $(date +%s) - t0 )) s)"
+    echo "=== $name: ok ($(($(date +%s) - t0)) s)"
 }
-step "omen-core: unit and property tests" cargo test -p omen-core
-step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdata /tmp/omen-pgrx-test
-step "install into PostgreSQL 15" cargo pgrx install --pg-config "$PG15_CONFIG"
-step "pg_regress suite (pg_virtualenv, PostgreSQL 15)" pg_virtualenv -v 15 scripts/regress.sh
-step "Python client test (psycopg + pgvector-python)" pg_virtualenv -v 15 "$PY" tests/test_client.py
-DATA=$(data_dir)
-step "recall@10 through SQL (siftsmall, bigann10k, fmnistsmall)" \
-    pg_virtualenv -v 15 "$PY" tests/test_recall.py "$DATA/siftsmall" "$DATA/bigann10k" "$DATA/fmnistsmall"
-step "churn: delete 10% / insert 10% / VACUUM, ten rounds, then with VACUUM concurrent" \
-    pg_virtualenv -v 15 "$PY" tests/test_churn.py "$DATA/siftsmall"
-# Servers of their own (scripts/pgserver.sh, ports 54340-54347, /tmp/omen-it-*): these
-# tests crash, replicate and load them, which pg_virtualenv's cluster is not for.
-step "crash recovery: killed during inserts, CREATE INDEX and VACUUM (PostgreSQL 15)" "$PY" tests/crash_recovery.py
-step "hot standby replays the omen index WAL (PostgreSQL 15)" "$PY" tests/standby_replay.py
-step "concurrent inserts and queries under pgbench, buffered and in place (PostgreSQL 15)" "$PY" tests/concurrency.py
-step "insert buffer: crash during a merge, no workers, DDL during a merge (PostgreSQL 15)" "$PY" tests/insert_buffer.py
-step "beside pgvector on PostgreSQL 18" scripts/test_pg18.sh
+
+lint() {
+    step "rustfmt" cargo fmt --check
+    step "clippy (all targets, warnings are errors)" cargo clippy --all-targets -- -D warnings
+    step "ruff check (tests, scripts, bench)" "$PEERS_VENV/bin/ruff" check
+    step "ruff format --check" "$PEERS_VENV/bin/ruff" format --check
+}
+
+regress15() {
+    step "install into PostgreSQL 15" cargo pgrx install --pg-config "$PG15_CONFIG"
+    step "pg_regress suite (pg_virtualenv, PostgreSQL 15)" pg_virtualenv -v 15 scripts/regress.sh
+}
+
+case "$mode" in
+lint)
+    lint
+    ;;
+quick)
+    lint
+    step "omen-core: unit and property tests" cargo test -p omen-core
+    regress15
+    ;;
+all)
+    lint
+    step "omen-core: unit and property tests" cargo test -p omen-core
+    step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdata /tmp/omen-pgrx-test
+    regress15
+    step "install into PostgreSQL 18 (the pgvector peer)" cargo pgrx install --pg-config "$(pg18_home)/bin/pg_config"
+    data_dir >/dev/null # fail here, with its message, when the data sets are missing
+    # One pytest run: throwaway servers of their own (scripts/pgserver.sh, free ports, data in
+    # /tmp/omen-it-*, kept only when a test fails) on PostgreSQL 15 and on the wheel's 18.
+    step "integration tests (pytest)" "$PY" -m pytest -v --durations=0 --durations-min=1 "$@"
+    ;;
+*)
+    echo "usage: $0 [all|quick|lint] [pytest arguments]" >&2
+    exit 2
+    ;;
+esac
 echo
-echo "all tests passed in $(( $(date +%s) - started )) s"
+echo "$mode: passed in $(($(date +%s) - started)) s"

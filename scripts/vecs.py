@@ -21,8 +21,9 @@ def read_vecs(path: Path) -> np.ndarray:
 
 def find(folder: Path, kind: str) -> Path:
     """The file of `kind` (base, query, groundtruth) in a data folder."""
-    matches = sorted(p for p in Path(folder).iterdir()
-                     if p.suffix in (".fvecs", ".bvecs", ".ivecs") and f"_{kind}." in p.name)
+    matches = sorted(
+        p for p in Path(folder).iterdir() if p.suffix in (".fvecs", ".bvecs", ".ivecs") and f"_{kind}." in p.name
+    )
     if not matches:
         raise FileNotFoundError(f"no *_{kind}.*vecs file in {folder}")
     return matches[0]
@@ -30,8 +31,7 @@ def find(folder: Path, kind: str) -> Path:
 
 def load(folder: Path):
     """(base, queries, ground truth) of a data folder."""
-    return (read_vecs(find(folder, "base")), read_vecs(find(folder, "query")),
-            read_vecs(find(folder, "groundtruth")))
+    return (read_vecs(find(folder, "base")), read_vecs(find(folder, "query")), read_vecs(find(folder, "groundtruth")))
 
 
 def vector_text(v: np.ndarray) -> str:

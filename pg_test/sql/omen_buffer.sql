@@ -6,15 +6,6 @@ INSERT INTO items SELECT i, ARRAY[sin(i), cos(i), sin(i * 0.1)]::real[]::vector 
 -- A threshold no test reaches: no background merge runs unless asked for.
 CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 100000000);
 
-CREATE FUNCTION exact_ids(q vector, k int) RETURNS int[] LANGUAGE plpgsql AS $$
-DECLARE r int[];
-BEGIN
-    SET LOCAL enable_indexscan = off;
-    SET LOCAL enable_seqscan = on;
-    SELECT array_agg(id) INTO r FROM (SELECT id FROM items ORDER BY v <-> q, id LIMIT k) s;
-    RETURN r;
-END $$;
-
 -- Option errors.
 CREATE INDEX bad ON items USING omen (v) WITH (buffer_threshold = 0);
 CREATE INDEX bad ON items USING omen (v) WITH (buffer = maybe);
@@ -117,4 +108,3 @@ SELECT omen_flush('fresh_v');
 ROLLBACK;
 
 DROP TABLE items, fresh;
-DROP FUNCTION exact_ids(vector, int);

@@ -5,16 +5,6 @@ INSERT INTO items SELECT i, ARRAY[sin(i), cos(i), sin(i * 0.3), cos(i * 0.7)]::r
 FROM generate_series(1, 1000) i;
 CREATE INDEX items_v ON items USING omen (v);
 
--- Exact answer for comparisons.
-CREATE FUNCTION exact_ids(q vector, k int) RETURNS int[] LANGUAGE plpgsql AS $$
-DECLARE r int[];
-BEGIN
-    SET LOCAL enable_indexscan = off;
-    SET LOCAL enable_seqscan = on;
-    SELECT array_agg(id) INTO r FROM (SELECT id FROM items ORDER BY v <-> q, id LIMIT k) s;
-    RETURN r;
-END $$;
-
 -- VACUUM with nothing deleted writes nothing.
 VACUUM items;
 SELECT nodes, deleted_nodes, free_slots FROM omen_index_info('items_v');
@@ -71,4 +61,3 @@ SELECT id FROM items ORDER BY v <-> '[0,0,0,0]' LIMIT 5;
 SELECT ok, nodes, buffered, table_rows FROM omen_check('items_v');
 
 DROP TABLE items;
-DROP FUNCTION exact_ids(vector, int);

@@ -5,9 +5,10 @@
    every id whose COMMIT returned; the server is killed in the middle of that stream and
    restarted (crash recovery replays the build's log_newpage_range images and the inserts'
    GenericXLog records: insert-buffer appends, and the merges of the background workers
-   that the buffer's default threshold starts during the stream). Then: omen_check is ok (structure sound, every table row
-   reachable), every committed row is in the table, and every row the stream inserted, plus
-   500 random rows of the initial load, is its own nearest neighbour through the index
+   that the buffer's default threshold starts during the stream). Then: omen_check is ok
+   (structure sound, every table row reachable), every committed row is in the table, and
+   every row the stream inserted, plus 500 random rows of the initial load, is its own
+   nearest neighbour through the index
    (ORDER BY v <-> its vector LIMIT 1, enable_seqscan = off; vectors are distinct random
    floats, so the nearest row is the row itself). Two rounds: the first crash replays from
    before the index build; in the second a CHECKPOINT runs in the middle of the stream, so
@@ -38,8 +39,6 @@
    graph). Last, 1,000 inserts, most into heap TIDs of deleted rows, merged from the insert
    buffer by omen_flush, take free slots (the index grows by at most 3 pages plus the
    buffer's own pages) and everything above still holds.
-
-Run as root (the server runs as `postgres`): tests/crash_recovery.py
 """
 
 import contextlib
@@ -50,11 +49,10 @@ import time
 
 import numpy as np
 import psycopg
+import pytest
 
-import pgcluster
-from pgcluster import check, load, vec_text, wait_for
+from pgcluster import Database, load, omen_check, phase, plan, say, vec_text, wait_for
 
-PORT = 54340
 DIM = 16
 INITIAL = 4000
 BIG = 20000
@@ -70,19 +68,17 @@ BUFFER_PAGES = -(-VAC_INSERT // 29)
 VAC_ATTEMPTS = 3
 
 
-def omen_check(conn, index: str) -> tuple:
-    ok, nodes, reachable, rows, problems = conn.execute(
-        "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check(%s::regclass)", (index,)).fetchone()
-    check(ok, f"omen_check({index}) failed: nodes={nodes} reachable={reachable} table_rows={rows} "
-              f"problems={problems}")
-    return nodes, reachable, rows
+def checked(conn, index: str) -> tuple:
+    """omen_check(index), which must be ok: (nodes, reachable, table rows)."""
+    c = omen_check(conn, index)
+    return c["nodes"], c["reachable"], c["table_rows"]
 
 
 class InsertStream:
     """A client running single-row INSERT transactions until the server goes away."""
 
-    def __init__(self, server: pgcluster.Server, first_id: int, seed: int):
-        self.server = server
+    def __init__(self, db: Database, first_id: int, seed: int):
+        self.db = db
         self.next_id = first_id
         self.rng = np.random.default_rng(seed)
         self.committed: list[int] = []
@@ -91,140 +87,156 @@ class InsertStream:
 
     def _run(self) -> None:
         try:
-            with self.server.connect() as conn:
+            with self.db.connect() as conn:
                 while True:
                     i = self.next_id
                     with conn.transaction():  # BEGIN ... COMMIT
-                        conn.execute("INSERT INTO items (id, v) VALUES (%s, %s)",
-                                     (i, vec_text(self.rng.random(DIM, dtype=np.float32))))
+                        conn.execute(
+                            "INSERT INTO items (id, v) VALUES (%s, %s)",
+                            (i, vec_text(self.rng.random(DIM, dtype=np.float32))),
+                        )
                     self.committed.append(i)  # the COMMIT returned
                     self.next_id += 1
         except psycopg.OperationalError as e:  # the crash
             self.error = e
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- the test's thread reports it
             self.error = e
 
     def start(self) -> None:
         self.thread.start()
 
 
-def verify_items(server: pgcluster.Server, committed: list[int], stream_from: int, label: str) -> int:
+def verify_items(db: Database, committed: list[int], stream_from: int, label: str) -> int:
     """After a restart: omen_check, committed rows present, every stream row (and a sample of
     the initial rows) found through the index as its own nearest neighbour."""
-    with server.connect() as conn:
-        nodes, reachable, rows = omen_check(conn, "items_v")
-        present = {r[0]: r[1] for r in conn.execute(
-            "SELECT id, v::text FROM items WHERE id >= %s", (stream_from,))}
+    with db.connect() as conn:
+        nodes, _, rows = checked(conn, "items_v")
+        present = {r[0]: r[1] for r in conn.execute("SELECT id, v::text FROM items WHERE id >= %s", (stream_from,))}
         lost = sorted(set(committed) - present.keys())
-        check(not lost, f"{len(lost)} committed rows are missing after recovery, e.g. {lost[:10]}")
+        assert not lost, f"{len(lost)} committed rows are missing after recovery, e.g. {lost[:10]}"
         extra = len(present) - len(set(committed))
         sample = conn.execute(
-            "SELECT id, v::text FROM items WHERE id < %s ORDER BY random() LIMIT %s",
-            (INITIAL, SAMPLE_INITIAL)).fetchall()
+            "SELECT id, v::text FROM items WHERE id < %s ORDER BY random() LIMIT %s", (INITIAL, SAMPLE_INITIAL)
+        ).fetchall()
         probes = list(present.items()) + sample
         conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (probes[0][1],)))
-        check("items_v" in plan, f"the probe query does not use the omen index:\n{plan}")
+        explained = plan(conn, "SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (probes[0][1],))
+        assert "items_v" in explained, f"the probe query does not use the omen index:\n{explained}"
         misses = []
         for i, v in probes:
             got = conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (v,)).fetchone()
             if got is None or got[0] != i:
                 misses.append((i, got and got[0]))
-        check(not misses, f"{len(misses)} of {len(probes)} rows are not their own nearest neighbour "
-                          f"through the index, e.g. (id, got) {misses[:10]}")
-    print(f"  {label}: omen_check ok ({nodes} nodes, {rows} table rows, all reachable); "
-          f"{len(committed)} committed stream rows present ({extra} more whose COMMIT was cut off); "
-          f"{len(probes)} rows ({len(present)} stream + {len(sample)} initial) found through the index")
+        assert not misses, (
+            f"{len(misses)} of {len(probes)} rows are not their own nearest neighbour "
+            f"through the index, e.g. (id, got) {misses[:10]}"
+        )
+    say(
+        f"{label}: omen_check ok ({nodes} nodes, {rows} table rows, all reachable); "
+        f"{len(committed)} committed stream rows present ({extra} more whose COMMIT was cut off); "
+        f"{len(probes)} rows ({len(present)} stream + {len(sample)} initial) found through the index"
+    )
     return len(present)
 
 
-def restart_after_crash(server: pgcluster.Server) -> str:
+def restart_after_crash(db: Database) -> str:
     """Restarts a crashed server; checks that it ran crash recovery and says what it replayed."""
-    offset = server.log_size()
-    server.restart()
-    log = server.log_since(offset)
+    offset = db.server.log_size()
+    db.server.restart()
+    log = db.server.log_since(offset)
     starts = re.search(r"redo starts at (\S+)", log)
     done = re.search(r"redo done at (\S+)", log)
-    check("was interrupted" in log and starts and done, f"the restart did not run crash recovery:\n{log}")
+    assert "was interrupted" in log and starts and done, f"the restart did not run crash recovery:\n{log}"
     return f"crash recovery replayed WAL from {starts.group(1)} to {done.group(1)}"
 
 
-def crash_during_inserts(server: pgcluster.Server, first_id: int, seed: int, checkpoint: bool) -> None:
-    stream = InsertStream(server, first_id, seed)
+def crash_during_inserts(db: Database, first_id: int, seed: int, checkpoint: bool) -> None:
+    stream = InsertStream(db, first_id, seed)
     stream.start()
     if checkpoint:
         wait_for("400 commits", lambda: len(stream.committed) >= 400 or stream.error)
-        with server.connect() as conn:
+        with db.connect() as conn:
             conn.execute("CHECKPOINT")
     target = len(stream.committed) + 1200
     wait_for(f"{target} commits", lambda: len(stream.committed) >= target or stream.error, timeout=90)
-    check(stream.error is None, f"the insert stream failed before the crash: {stream.error!r}")
+    assert stream.error is None, f"the insert stream failed before the crash: {stream.error!r}"
     time.sleep(random.uniform(0, 0.05))  # land anywhere inside a transaction
-    server.crash()
+    db.server.crash()
     stream.thread.join(timeout=30)
-    check(not stream.thread.is_alive(), "the insert stream did not notice the crash")
-    check(isinstance(stream.error, psycopg.OperationalError),
-          f"the insert stream ended with {stream.error!r}, not a lost connection")
+    assert not stream.thread.is_alive(), "the insert stream did not notice the crash"
+    assert isinstance(stream.error, psycopg.OperationalError), (
+        f"the insert stream ended with {stream.error!r}, not a lost connection"
+    )
     committed = list(stream.committed)
-    print(f"  killed the server (immediate) after {len(committed)} committed inserts"
-          f"{' and a CHECKPOINT in the middle' if checkpoint else ''}")
-    print(f"  restarted: {restart_after_crash(server)}")
-    verify_items(server, committed, first_id, "after recovery")
+    say(
+        f"killed the server (immediate) after {len(committed)} committed inserts"
+        f"{' and a CHECKPOINT in the middle' if checkpoint else ''}"
+    )
+    say(f"restarted: {restart_after_crash(db)}")
+    verify_items(db, committed, first_id, "after recovery")
 
 
-def crash_during_build(server: pgcluster.Server, index: str, concurrently: bool) -> None:
+def crash_during_build(db: Database, index: str, concurrently: bool) -> None:
     result: dict = {}
 
     def build():
         try:
-            with server.connect() as conn:
+            with db.connect() as conn:
                 how = "CONCURRENTLY " if concurrently else ""
                 conn.execute(f"CREATE INDEX {how}{index} ON big USING omen (v vector_l2_ops)")
                 result["done"] = True
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- the test's thread reports it
             result["error"] = e
 
     t = threading.Thread(target=build, daemon=True)
     t.start()
-    with server.connect() as conn:
-        phase = wait_for("the graph build phase", lambda: result or conn.execute(
-            "SELECT phase FROM pg_stat_progress_create_index WHERE phase LIKE %s",
-            ("%building graph%",)).fetchone(), timeout=60, interval=0.02)
-    check(not result, f"CREATE INDEX ended before the crash: {result}")
+    with db.connect() as conn:
+        building = wait_for(
+            "the graph build phase",
+            lambda: (
+                result
+                or conn.execute(
+                    "SELECT phase FROM pg_stat_progress_create_index WHERE phase LIKE %s", ("%building graph%",)
+                ).fetchone()
+            ),
+            timeout=60,
+            interval=0.02,
+        )
+    assert not result, f"CREATE INDEX ended before the crash: {result}"
     time.sleep(random.uniform(0.2, 1.0))
-    server.crash()
+    db.server.crash()
     t.join(timeout=30)
-    check(isinstance(result.get("error"), psycopg.OperationalError),
-          f"CREATE INDEX should have lost its connection, got {result}")
-    print(f"  killed the server during CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}"
-          f"({phase[0]})")
-    print(f"  restarted: {restart_after_crash(server)}")
-    with server.connect() as conn:
+    assert isinstance(result.get("error"), psycopg.OperationalError), (
+        f"CREATE INDEX should have lost its connection, got {result}"
+    )
+    say(f"killed the server during CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}({building[0]})")
+    say(f"restarted: {restart_after_crash(db)}")
+    with db.connect() as conn:
         n = conn.execute("SELECT count(*) FROM big").fetchone()[0]
-        check(n == BIG, f"big has {n} rows after recovery, not {BIG}")
+        assert n == BIG, f"big has {n} rows after recovery, not {BIG}"
         state = conn.execute(
-            "SELECT i.indisvalid, i.indisready FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-            (index,)).fetchone()
+            "SELECT i.indisvalid, i.indisready FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (index,)
+        ).fetchone()
         if concurrently:
-            check(state is not None and not state[0],
-                  f"the interrupted CREATE INDEX CONCURRENTLY should leave an invalid index, found {state}")
+            assert state is not None and not state[0], (
+                f"the interrupted CREATE INDEX CONCURRENTLY should leave an invalid index, found {state}"
+            )
             conn.execute("SET enable_seqscan = off")
-            plan = "\n".join(r[0] for r in conn.execute(
-                "EXPLAIN SELECT id FROM big ORDER BY v <-> %s::vector LIMIT 5", (vec_text(np.zeros(DIM)),)))
-            check(index not in plan, f"a query uses the invalid index:\n{plan}")
+            explained = plan(conn, "SELECT id FROM big ORDER BY v <-> %s::vector LIMIT 5", (vec_text(np.zeros(DIM)),))
+            assert index not in explained, f"a query uses the invalid index:\n{explained}"
             conn.execute(f"DROP INDEX {index}")
-            print(f"  after recovery: {n} rows, {index} left invalid, not used by queries, dropped")
+            say(f"after recovery: {n} rows, {index} left invalid, not used by queries, dropped")
         else:
-            check(state is None, f"the interrupted CREATE INDEX left {index} behind: {state}")
-            print(f"  after recovery: {n} rows, {index} does not exist")
-        omen_check(conn, "items_v")
+            assert state is None, f"the interrupted CREATE INDEX left {index} behind: {state}"
+            say(f"after recovery: {n} rows, {index} does not exist")
+        checked(conn, "items_v")
 
 
 def index_info(conn, index: str) -> dict:
-    row = conn.execute("SELECT nodes, deleted_nodes, free_slots, pages FROM omen_index_info(%s::regclass)",
-                       (index,)).fetchone()
-    return dict(zip(("nodes", "deleted", "free", "pages"), row))
+    row = conn.execute(
+        "SELECT nodes, deleted_nodes, free_slots, pages FROM omen_index_info(%s::regclass)", (index,)
+    ).fetchone()
+    return dict(zip(("nodes", "deleted", "free", "pages"), row, strict=True))
 
 
 class VacTable:
@@ -233,19 +245,20 @@ class VacTable:
     `rows` rows, VAC_DELETE of them deleted, a CHECKPOINT (recovery replays the VACUUM's WAL,
     not the build's)."""
 
-    def __init__(self, server: pgcluster.Server, rng: np.random.Generator, rows: int):
+    def __init__(self, db: Database, rng: np.random.Generator, rows: int):
         self.rng = rng
         vectors = rng.random((rows, VAC_DIM), dtype=np.float32)
         started = time.monotonic()
-        with server.connect() as conn:
+        with db.connect() as conn:
             conn.execute("DROP TABLE IF EXISTS vac")
             conn.execute(f"CREATE TABLE vac (id int, v vector({VAC_DIM})) WITH (autovacuum_enabled = off)")
             load(conn, "vac", 0, vectors)
             conn.execute("CREATE INDEX vac_v ON vac USING omen (v vector_l2_ops)")
             built = time.monotonic() - started
             info = index_info(conn, "vac_v")
-            check(info["nodes"] == rows and info["deleted"] == 0 and info["free"] == 0,
-                  f"a fresh build on {rows} rows should have {rows} nodes, none deleted or free: {info}")
+            assert info["nodes"] == rows and info["deleted"] == 0 and info["free"] == 0, (
+                f"a fresh build on {rows} rows should have {rows} nodes, none deleted or free: {info}"
+            )
             self.slots = rows  # nodes + deleted nodes + free slots, until inserts fill free slots
             self.pages = info["pages"]
             gone = [int(i) for i in rng.choice(rows, size=int(rows * VAC_DELETE), replace=False)]
@@ -265,10 +278,12 @@ class VacTable:
                         break
                     (self.sample if nearest(conn, self.live[int(i)]) == i else self.unfound).append(int(i))
             conn.execute("CHECKPOINT")
-        print(f"  vac: {rows} rows of {VAC_DIM} dimensions, omen index built in {built:.1f} s ({self.pages} pages); "
-              f"{len(self.gone)} rows deleted; {VAC_SAMPLE} sample rows are their own nearest neighbour "
-              f"(search_list_size {PROBE_LIST_SIZE}) before the VACUUM"
-              f"{f' (skipped {len(self.unfound)} that were not: {self.unfound})' if self.unfound else ''}")
+        say(
+            f"vac: {rows} rows of {VAC_DIM} dimensions, omen index built in {built:.1f} s ({self.pages} pages); "
+            f"{len(self.gone)} rows deleted; {VAC_SAMPLE} sample rows are their own nearest neighbour "
+            f"(search_list_size {PROBE_LIST_SIZE}) before the VACUUM"
+            f"{f' (skipped {len(self.unfound)} that were not: {self.unfound})' if self.unfound else ''}"
+        )
 
     def verify(self, conn, label: str, strict: bool = True, probes: list[int] = ()) -> None:
         """omen_check; every index slot accounted for; full scans through the index return each
@@ -277,13 +292,14 @@ class VacTable:
         through the index: all of them when `strict`, else at least 95% (after VACUUM
         rewires the graph, a few may be missed at this list size without anything being
         lost: the full scans show every row is still there)."""
-        nodes, _, rows = omen_check(conn, "vac_v")
-        check(rows == len(self.live), f"omen_check counts {rows} table rows, expected {len(self.live)}")
+        nodes, _, rows = checked(conn, "vac_v")
+        assert rows == len(self.live), f"omen_check counts {rows} table rows, expected {len(self.live)}"
         info = index_info(conn, "vac_v")
-        check(info["nodes"] + info["deleted"] + info["free"] == self.slots,
-              f"{self.slots} index slots expected (nodes + deleted + free), omen_index_info says {info}")
+        assert info["nodes"] + info["deleted"] + info["free"] == self.slots, (
+            f"{self.slots} index slots expected (nodes + deleted + free), omen_index_info says {info}"
+        )
         ids = {r[0] for r in conn.execute("SELECT id FROM vac")}
-        check(ids == self.live.keys(), f"the table holds {len(ids)} rows, expected {len(self.live)}")
+        assert ids == self.live.keys(), f"the table holds {len(ids)} rows, expected {len(self.live)}"
         with probing(conn):
             # A list that can grow to every node of the index: the scan returns all it reaches.
             conn.execute(f"SET omen.max_search_list_size = {max(self.slots, 20000)}")
@@ -291,32 +307,42 @@ class VacTable:
                 q = vec_text(self.rng.random(VAC_DIM, dtype=np.float32))
                 got = [r[0] for r in conn.execute(PROBE, (q, self.slots))]
                 seen = set(got)
-                check(len(got) == len(seen), f"a full scan through the index returned {len(got) - len(seen)} "
-                                             f"rows twice")
-                check(not seen & self.gone.keys(), f"a full scan through the index returned "
-                                                   f"{len(seen & self.gone.keys())} deleted rows")
-                check(seen == self.live.keys(), f"a full scan through the index returned {len(seen)} of the "
-                                                f"{len(self.live)} rows")
+                assert len(got) == len(seen), (
+                    f"a full scan through the index returned {len(got) - len(seen)} rows twice"
+                )
+                assert not seen & self.gone.keys(), (
+                    f"a full scan through the index returned {len(seen & self.gone.keys())} deleted rows"
+                )
+                assert seen == self.live.keys(), (
+                    f"a full scan through the index returned {len(seen)} of the {len(self.live)} rows"
+                )
             conn.execute("RESET omen.max_search_list_size")
             near = [int(i) for i in self.rng.choice(sorted(self.gone), size=100, replace=False)]
             for i in near:
                 got = {r[0] for r in conn.execute(PROBE, (self.gone[i], 10))}
-                check(len(got) == 10 and not got & self.gone.keys(),
-                      f"the 10 nearest rows to deleted row {i}'s vector through the index: {sorted(got)}, "
-                      f"deleted among them: {sorted(got & self.gone.keys())}")
+                assert len(got) == 10 and not got & self.gone.keys(), (
+                    f"the 10 nearest rows to deleted row {i}'s vector through the index: {sorted(got)}, "
+                    f"deleted among them: {sorted(got & self.gone.keys())}"
+                )
             probe = self.sample + list(probes)
             misses = [(i, got) for i in probe if (got := nearest(conn, self.live[i])) != i]
         if strict:
-            check(not misses, f"{len(misses)} of {len(probe)} rows are not their own nearest neighbour "
-                              f"through the index, e.g. (id, got) {misses[:10]}")
+            assert not misses, (
+                f"{len(misses)} of {len(probe)} rows are not their own nearest neighbour "
+                f"through the index, e.g. (id, got) {misses[:10]}"
+            )
         else:
-            check(len(misses) <= len(probe) // 20, f"{len(misses)} of {len(probe)} rows are not their own "
-                                                   f"nearest neighbour through the index: {misses[:20]}")
-        print(f"  {label}: omen_check ok ({nodes} nodes, {rows} table rows); index: {info['nodes']} nodes, "
-              f"{info['deleted']} deleted, {info['free']} free slots, {info['pages']} pages; 3 full scans return "
-              f"each of the {len(self.live)} rows once and no deleted row (nor do the 10 nearest to {len(near)} "
-              f"deleted rows' vectors); {len(probe) - len(misses)} of {len(probe)} rows are their own nearest "
-              f"neighbour{f' (not: (id, got) {misses})' if misses else ''}")
+            assert len(misses) <= len(probe) // 20, (
+                f"{len(misses)} of {len(probe)} rows are not their own "
+                f"nearest neighbour through the index: {misses[:20]}"
+            )
+        say(
+            f"{label}: omen_check ok ({nodes} nodes, {rows} table rows); index: {info['nodes']} nodes, "
+            f"{info['deleted']} deleted, {info['free']} free slots, {info['pages']} pages; 3 full scans return "
+            f"each of the {len(self.live)} rows once and no deleted row (nor do the 10 nearest to {len(near)} "
+            f"deleted rows' vectors); {len(probe) - len(misses)} of {len(probe)} rows are their own nearest "
+            f"neighbour{f' (not: (id, got) {misses})' if misses else ''}"
+        )
 
 
 PROBE = "SELECT id FROM vac ORDER BY v <-> %s::vector LIMIT %s"
@@ -329,8 +355,8 @@ def probing(conn):
     conn.execute("SET enable_seqscan = off")
     conn.execute(f"SET omen.search_list_size = {PROBE_LIST_SIZE}")
     try:
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + PROBE, (vec_text(np.zeros(VAC_DIM)), 10)))
-        check("vac_v" in plan, f"the probe query does not use the omen index:\n{plan}")
+        explained = plan(conn, PROBE, (vec_text(np.zeros(VAC_DIM)), 10))
+        assert "vac_v" in explained, f"the probe query does not use the omen index:\n{explained}"
         yield
     finally:
         conn.execute("RESET enable_seqscan")
@@ -342,7 +368,7 @@ def nearest(conn, v: str):
     return row and row[0]
 
 
-def crash_during_vacuum(server: pgcluster.Server, table: VacTable) -> str:
+def crash_during_vacuum(db: Database, table: VacTable) -> str:
     """Starts `VACUUM vac`, waits until it is in the index phase and has marked nodes deleted,
     lets it repair for a moment, and kills the server. Returns where the kill landed, judged
     after recovery: "middle" (nodes still marked deleted: the next VACUUM must finish them),
@@ -352,144 +378,170 @@ def crash_during_vacuum(server: pgcluster.Server, table: VacTable) -> str:
 
     def vacuum():
         try:
-            with server.connect() as conn:
+            with db.connect() as conn:
                 conn.execute("VACUUM vac")
                 result["done"] = True
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- the test's thread reports it
             result["error"] = e
 
     t = threading.Thread(target=vacuum, daemon=True)
     started = time.monotonic()
     t.start()
-    with server.connect() as conn:
-        def phase():
+    with db.connect() as conn:
+
+        def vacuum_phase():
             row = conn.execute("SELECT phase FROM pg_stat_progress_vacuum WHERE relid = 'vac'::regclass").fetchone()
             return row and row[0]
 
         def marking():
             if result:
                 return "ended"
-            return phase() == "vacuuming indexes" and index_info(conn, "vac_v")["deleted"] > 0
+            return vacuum_phase() == "vacuuming indexes" and index_info(conn, "vac_v")["deleted"] > 0
 
         wait_for("VACUUM marking the index's nodes deleted", marking, timeout=120, interval=0.02)
         marked_at = time.monotonic() - started
         time.sleep(random.uniform(0.2, 1.5))  # into the repair
-        last_phase, last = phase(), index_info(conn, "vac_v")
+        last_phase, last = vacuum_phase(), index_info(conn, "vac_v")
     elapsed = time.monotonic() - started
-    server.crash()
+    db.server.crash()
     t.join(timeout=30)
     if result.get("done"):
-        print(f"  VACUUM finished within {elapsed:.1f} s, before the kill")
+        say(f"VACUUM finished within {elapsed:.1f} s, before the kill")
     else:
-        check(isinstance(result.get("error"), psycopg.OperationalError),
-              f"VACUUM should have lost its connection, got {result}")
-        print(f"  killed the server {elapsed:.1f} s into VACUUM (nodes marked deleted from {marked_at:.2f} s; "
-              f"just before the kill: phase '{last_phase}', {last['deleted']} nodes marked, {last['free']} free)")
-    print(f"  restarted: {restart_after_crash(server)}")
-    with server.connect() as conn:
+        assert isinstance(result.get("error"), psycopg.OperationalError), (
+            f"VACUUM should have lost its connection, got {result}"
+        )
+        say(
+            f"killed the server {elapsed:.1f} s into VACUUM (nodes marked deleted from {marked_at:.2f} s; "
+            f"just before the kill: phase '{last_phase}', {last['deleted']} nodes marked, {last['free']} free)"
+        )
+    say(f"restarted: {restart_after_crash(db)}")
+    with db.connect() as conn:
         info = index_info(conn, "vac_v")
         if info["deleted"] > 0:
             where = "middle"
-            print(f"  the kill landed in the middle of the index VACUUM: {info['deleted']} nodes marked deleted "
-                  f"after recovery, {info['free']} free slots "
-                  f"({'in the sweep' if info['free'] else 'before the sweep'})")
+            say(
+                f"the kill landed in the middle of the index VACUUM: {info['deleted']} nodes marked deleted "
+                f"after recovery, {info['free']} free slots "
+                f"({'in the sweep' if info['free'] else 'before the sweep'})"
+            )
         elif info["free"] > 0:
             where = "late"
-            print(f"  the kill landed after the index VACUUM: nothing marked deleted, {info['free']} free slots")
+            say(f"the kill landed after the index VACUUM: nothing marked deleted, {info['free']} free slots")
         else:
             where = "early"
-            print("  the kill landed before any mark reached the WAL: nothing deleted or free in the index")
+            say("the kill landed before any mark reached the WAL: nothing deleted or free in the index")
         # A VACUUM whose repair ran (finished, or cut off in the middle) has rewired part of
         # the graph: the probes may miss a few (see verify); the full scans still must not.
         table.verify(conn, "after recovery", strict=where == "early")
     return where
 
 
-def crash_during_vacuum_then_finish(server: pgcluster.Server, rng: np.random.Generator) -> None:
+def crash_during_vacuum_then_finish(db: Database, rng: np.random.Generator) -> None:
     rows = VAC_ROWS
-    table = VacTable(server, rng, rows)
+    table = VacTable(db, rng, rows)
     landed = []
     for attempt in range(1, VAC_ATTEMPTS + 1):
-        landed.append(crash_during_vacuum(server, table))
+        landed.append(crash_during_vacuum(db, table))
         if landed[-1] == "middle" or attempt == VAC_ATTEMPTS:
             break
         if landed[-1] == "late":  # VACUUM was too quick: a bigger table
             rows *= 2
-            print(f"  attempt {attempt} landed {landed[-1]}: again with {rows} rows")
-            table = VacTable(server, rng, rows)
+            say(f"attempt {attempt} landed {landed[-1]}: again with {rows} rows")
+            table = VacTable(db, rng, rows)
         else:  # the same dead rows, VACUUMed again
-            print(f"  attempt {attempt} landed {landed[-1]}: again")
-    check(landed[-1] == "middle",
-          f"none of {VAC_ATTEMPTS} kills landed in the middle of the index VACUUM: {landed}")
+            say(f"attempt {attempt} landed {landed[-1]}: again")
+    assert landed[-1] == "middle", f"none of {VAC_ATTEMPTS} kills landed in the middle of the index VACUUM: {landed}"
 
-    with server.connect() as conn:
+    with db.connect() as conn:
         started = time.monotonic()
         conn.execute("VACUUM vac")
         took = time.monotonic() - started
         info = index_info(conn, "vac_v")
-        print(f"  VACUUM again ({took:.1f} s): {info}")
-        check(info["deleted"] == 0, f"VACUUM after the crash left {info['deleted']} nodes marked deleted")
-        check(info["nodes"] == len(table.live) and info["free"] == table.slots - len(table.live),
-              f"after VACUUM the index should have {len(table.live)} nodes and "
-              f"{table.slots - len(table.live)} free slots")
-        check(info["pages"] == table.pages, f"VACUUM changed the index size: {table.pages} -> {info['pages']} pages")
+        say(f"VACUUM again ({took:.1f} s): {info}")
+        assert info["deleted"] == 0, f"VACUUM after the crash left {info['deleted']} nodes marked deleted"
+        assert info["nodes"] == len(table.live) and info["free"] == table.slots - len(table.live), (
+            f"after VACUUM the index should have {len(table.live)} nodes and {table.slots - len(table.live)} free slots"
+        )
+        assert info["pages"] == table.pages, f"VACUUM changed the index size: {table.pages} -> {info['pages']} pages"
         table.verify(conn, "after VACUUM", strict=False)
 
         first = 10 * table.slots
         load(conn, "vac", first, rng.random((VAC_INSERT, VAC_DIM), dtype=np.float32))
         conn.execute("SELECT omen_flush('vac_v')")  # the insert buffer's entries into the graph
-        new = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, v::text, ctid::text FROM vac WHERE id >= %s",
-                                                        (first,))}
+        new = {
+            r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, v::text, ctid::text FROM vac WHERE id >= %s", (first,))
+        }
         table.live.update({i: v for i, (v, _) in new.items()})
         reused = sum(1 for _, tid in new.values() if tid in table.gone_tids)
         after = index_info(conn, "vac_v")
-        print(f"  {VAC_INSERT} inserts ({reused} into heap TIDs of deleted rows): {info['free']} -> {after['free']} "
-              f"free slots, {info['pages']} -> {after['pages']} pages")
-        check(after["free"] == info["free"] - VAC_INSERT and after["nodes"] == len(table.live),
-              f"the {VAC_INSERT} new nodes should take {VAC_INSERT} of the {info['free']} free slots: {after}")
-        check(after["pages"] <= info["pages"] + 3 + BUFFER_PAGES,
-              f"the inserts grew the index from {info['pages']} to {after['pages']} pages instead of filling "
-              f"its {info['free']} free slots (the insert buffer may add {BUFFER_PAGES} pages)")
+        say(
+            f"{VAC_INSERT} inserts ({reused} into heap TIDs of deleted rows): {info['free']} -> {after['free']} "
+            f"free slots, {info['pages']} -> {after['pages']} pages"
+        )
+        assert after["free"] == info["free"] - VAC_INSERT and after["nodes"] == len(table.live), (
+            f"the {VAC_INSERT} new nodes should take {VAC_INSERT} of the {info['free']} free slots: {after}"
+        )
+        assert after["pages"] <= info["pages"] + 3 + BUFFER_PAGES, (
+            f"the inserts grew the index from {info['pages']} to {after['pages']} pages instead of filling "
+            f"its {info['free']} free slots (the insert buffer may add {BUFFER_PAGES} pages)"
+        )
         table.verify(conn, "after the inserts", strict=False, probes=sorted(new)[::5])
 
 
-def main() -> None:
-    server = pgcluster.Server("crash", PORT, ("fsync=on",))
-    server.start()
-    rng = np.random.default_rng(20261125)
-    with server.connect() as conn:
-        check(conn.execute("SHOW fsync").fetchone()[0] == "on", "fsync must be on")
-        conn.execute("CREATE EXTENSION omendb")
+@pytest.fixture(scope="module")
+def server(module_servers):
+    """PostgreSQL 15 with fsync on, for the module's crashes."""
+    s = module_servers.start("crash", "fsync=on")
+    with s.connect() as conn:
+        assert conn.execute("SHOW fsync").fetchone()[0] == "on", "fsync must be on"
+    return s
+
+
+def indexed_items(db: Database, rng) -> None:
+    """items(id, v vector(16)): INITIAL random rows and the omen index items_v."""
+    with db.connect() as conn:
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
         load(conn, "items", 0, rng.random((INITIAL, DIM), dtype=np.float32))
         conn.execute("CREATE INDEX items_v ON items USING omen (v vector_l2_ops)")
-        omen_check(conn, "items_v")
-    print(f"inserts: {INITIAL} rows indexed, single-row INSERT transactions streaming")
+        checked(conn, "items_v")
 
-    crash_during_inserts(server, 100_000, seed=1, checkpoint=False)
-    crash_during_inserts(server, 200_000, seed=2, checkpoint=True)
-    with server.connect() as conn:
+
+def test_crash_during_inserts(db):
+    rng = np.random.default_rng(20261125)
+    indexed_items(db, rng)
+    say(f"{INITIAL} rows indexed, single-row INSERT transactions streaming")
+    with phase("crash during the insert stream"):
+        crash_during_inserts(db, 100_000, seed=1, checkpoint=False)
+    with phase("crash during the insert stream, with a CHECKPOINT in it"):
+        crash_during_inserts(db, 200_000, seed=2, checkpoint=True)
+    with db.connect() as conn:
         for i in range(300):
-            conn.execute("INSERT INTO items (id, v) VALUES (%s, %s)",
-                         (300_000 + i, vec_text(rng.random(DIM, dtype=np.float32))))
-        nodes, _, rows = omen_check(conn, "items_v")
-    print(f"  300 more inserts after recovery: omen_check ok ({nodes} nodes, {rows} rows)")
+            conn.execute(
+                "INSERT INTO items (id, v) VALUES (%s, %s)", (300_000 + i, vec_text(rng.random(DIM, dtype=np.float32)))
+            )
+        nodes, _, rows = checked(conn, "items_v")
+    say(f"300 more inserts after recovery: omen_check ok ({nodes} nodes, {rows} rows)")
 
-    print(f"CREATE INDEX: {BIG} rows")
-    with server.connect() as conn:
+
+def test_crash_during_create_index(db):
+    rng = np.random.default_rng(20261126)
+    indexed_items(db, rng)  # an index that must come through the crashes unharmed
+    with phase(f"load big: {BIG} rows"), db.connect() as conn:
         conn.execute(f"CREATE TABLE big (id int PRIMARY KEY, v vector({DIM}))")
         load(conn, "big", 0, rng.random((BIG, DIM), dtype=np.float32))
         conn.execute("CHECKPOINT")
-    crash_during_build(server, "big_v", concurrently=False)
-    crash_during_build(server, "big_v", concurrently=True)
-    with server.connect() as conn:
+    with phase("crash during CREATE INDEX"):
+        crash_during_build(db, "big_v", concurrently=False)
+    with phase("crash during CREATE INDEX CONCURRENTLY"):
+        crash_during_build(db, "big_v", concurrently=True)
+    with db.connect() as conn:
         conn.execute("CREATE INDEX big_v ON big USING omen (v vector_l2_ops)")
-        nodes, _, rows = omen_check(conn, "big_v")
-    print(f"  rebuilt big_v: omen_check ok ({nodes} nodes, {rows} rows)")
-
-    print(f"VACUUM: {VAC_ROWS} rows of {VAC_DIM} dimensions, {VAC_DELETE:.0%} deleted")
-    crash_during_vacuum_then_finish(server, rng)
+        nodes, _, rows = checked(conn, "big_v")
+    say(f"rebuilt big_v: omen_check ok ({nodes} nodes, {rows} rows)")
 
 
-if __name__ == "__main__":
-    pgcluster.run(main)
+def test_crash_during_vacuum(db):
+    rng = np.random.default_rng(20261127)
+    say(f"VACUUM: {VAC_ROWS} rows of {VAC_DIM} dimensions, {VAC_DELETE:.0%} deleted")
+    crash_during_vacuum_then_finish(db, rng)

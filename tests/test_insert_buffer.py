@@ -22,8 +22,6 @@
    pg_stat_activity), and it serves two databases: buffered inserts into an index in each
    (threshold 10) are merged by workers it starts, until nothing is buffered, and
    omen_check is ok in both.
-
-Run as root (the server runs as `postgres`): tests/insert_buffer.py
 """
 
 import threading
@@ -32,10 +30,8 @@ import time
 import numpy as np
 import psycopg
 
-import pgcluster
-from pgcluster import check, load, vec_text, wait_for
+from pgcluster import load, omen_check, phase, say, vec_text, wait_for
 
-PORT = 54345
 DIM = 64
 INITIAL = 2000
 BUFFERED = 12000
@@ -45,35 +41,43 @@ NO_MERGE = "buffer_threshold = 100000000"
 
 def info(conn, index: str = "items_v") -> dict:
     cur = conn.execute("SELECT * FROM omen_index_info(%s::regclass)", (index,))
-    return dict(zip([c.name for c in cur.description], cur.fetchone()))
+    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
 
 
 def check_index(conn, rows: dict[int, np.ndarray], rng, what: str) -> tuple[int, int]:
     """omen_check, a full scan through the index and a nearest-neighbour sample."""
-    ok, nodes, table_rows, buffered, problems = conn.execute(
-        "SELECT ok, nodes, table_rows, buffered, problems FROM omen_check('items_v')").fetchone()
-    check(ok, f"{what}: omen_check failed: nodes={nodes} buffered={buffered} rows={table_rows} {problems}")
-    check(nodes + buffered == len(rows), f"{what}: {nodes} nodes + {buffered} buffered for {len(rows)} rows")
+    c = omen_check(conn, "items_v", what)
+    nodes, buffered = c["nodes"], c["buffered"]
+    assert nodes + buffered == len(rows), f"{what}: {nodes} nodes + {buffered} buffered for {len(rows)} rows"
     conn.execute("SET enable_seqscan = off")
     conn.execute("SET omen.max_search_list_size = 1000000")
     conn.execute("SET omen.search_list_size = 100")
-    ids = [r[0] for r in conn.execute(
-        f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {len(rows) + 10}", (vec_text(np.zeros(DIM)),))]
-    check(len(ids) == len(set(ids)) == len(rows),
-          f"{what}: a full scan returned {len(ids)} rows ({len(set(ids))} distinct) of {len(rows)}")
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {len(rows) + 10}", (vec_text(np.zeros(DIM)),)
+        )
+    ]
+    assert len(ids) == len(set(ids)) == len(rows), (
+        f"{what}: a full scan returned {len(ids)} rows ({len(set(ids))} distinct) of {len(rows)}"
+    )
     sample = rng.choice(sorted(rows), size=SAMPLE, replace=False)
-    found = sum(conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1",
-                             (vec_text(rows[int(i)]),)).fetchone()[0] == int(i) for i in sample)
-    check(found == SAMPLE, f"{what}: only {found} of {SAMPLE} rows are their own nearest neighbour")
-    print(f"  {what}: omen_check ok ({nodes} nodes, {buffered} buffered), full scan returns each of "
-          f"{len(rows)} rows once, {found}/{SAMPLE} rows their own nearest neighbour")
+    found = sum(
+        conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (vec_text(rows[int(i)]),)).fetchone()[0]
+        == int(i)
+        for i in sample
+    )
+    assert found == SAMPLE, f"{what}: only {found} of {SAMPLE} rows are their own nearest neighbour"
+    say(
+        f"{what}: omen_check ok ({nodes} nodes, {buffered} buffered), full scan returns each of "
+        f"{len(rows)} rows once, {found}/{SAMPLE} rows their own nearest neighbour"
+    )
     return nodes, buffered
 
 
-def crash_during_merge(rng) -> None:
-    print("1. crash during a merge")
-    server = pgcluster.Server("buffer-crash", PORT, ("fsync=on",))
-    server.start()
+def test_crash_during_merge(servers):
+    rng = np.random.default_rng(4242)
+    server = servers.start("buffer-crash", "fsync=on")
     vectors = rng.random((INITIAL + BUFFERED, DIM), dtype=np.float32)
     rows = {i: vectors[i] for i in range(len(vectors))}
     with server.connect() as conn:
@@ -83,8 +87,9 @@ def crash_during_merge(rng) -> None:
         conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
         load(conn, "items", INITIAL, vectors[INITIAL:])
         before = info(conn)
-        check(before["buffered_entries"] == BUFFERED and before["nodes"] == INITIAL,
-              f"expected {BUFFERED} buffered entries before the merge: {before}")
+        assert before["buffered_entries"] == BUFFERED and before["nodes"] == INITIAL, (
+            f"expected {BUFFERED} buffered entries before the merge: {before}"
+        )
 
     flush_error: list = []
 
@@ -97,29 +102,33 @@ def crash_during_merge(rng) -> None:
 
     flusher = threading.Thread(target=flush)
     flusher.start()
-    with server.connect() as conn:
-        wait_for("a third of the buffer merged", lambda: info(conn)["nodes"] >= INITIAL + BUFFERED // 3,
-                 timeout=300, interval=0.2)
+    with phase(f"omen_flush of {BUFFERED} entries until a third are in the graph"), server.connect() as conn:
+        wait_for(
+            "a third of the buffer merged",
+            lambda: info(conn)["nodes"] >= INITIAL + BUFFERED // 3,
+            timeout=300,
+            interval=0.2,
+        )
     server.crash()
     flusher.join()
-    check(bool(flush_error), "omen_flush finished before the crash")
+    assert bool(flush_error), "omen_flush finished before the crash"
     server.restart()
     with server.connect() as conn:
         after = info(conn)
-        check(0 < after["buffered_entries"] < BUFFERED,
-              f"the kill did not land in the merge: {after['buffered_entries']} entries still buffered")
-        print(f"  killed mid-merge: {after['nodes']} nodes, {after['buffered_entries']} entries still buffered")
+        assert 0 < after["buffered_entries"] < BUFFERED, (
+            f"the kill did not land in the merge: {after['buffered_entries']} entries still buffered"
+        )
+        say(f"killed mid-merge: {after['nodes']} nodes, {after['buffered_entries']} entries still buffered")
         check_index(conn, rows, rng, "after recovery")
         merged = conn.execute("SELECT omen_flush('items_v')").fetchone()[0]
         nodes, buffered = check_index(conn, rows, rng, f"after omen_flush merged {merged} more")
-        check(buffered == 0 and nodes == len(rows), f"after omen_flush: {nodes} nodes, {buffered} buffered")
-    server.stop()
+        assert buffered == 0 and nodes == len(rows), f"after omen_flush: {nodes} nodes, {buffered} buffered"
 
 
-def no_workers(rng) -> None:
-    print("2. no worker can start (max_worker_processes = 0)")
-    server = pgcluster.Server("buffer-noworker", PORT + 1, ("max_worker_processes=0", "autovacuum_naptime=1"))
-    server.start()
+def test_no_workers(servers):
+    """No worker can start (max_worker_processes = 0)."""
+    rng = np.random.default_rng(4243)
+    server = servers.start("buffer-noworker", "max_worker_processes=0", "autovacuum_naptime=1")
     cap, total = 500, 4000
     vectors = rng.random((INITIAL + total, DIM), dtype=np.float32)
     rows = {i: vectors[i] for i in range(INITIAL)}
@@ -132,6 +141,7 @@ def no_workers(rng) -> None:
         per_page = None
         largest = 0
         log_start = server.log_size()
+        say(f"{total} single-row inserts, the buffer sampled every 100")
         for n in range(total):
             i = INITIAL + n
             conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i])))
@@ -142,32 +152,37 @@ def no_workers(rng) -> None:
                 if per_page is None and now["buffer_pages"]:
                     per_page = -(-now["buffered_entries"] // now["buffer_pages"])
         log = server.log_since(log_start)
-        check("could not start a merge worker" in log, "the log does not say a worker could not be started")
-        check("past omen.insert_buffer_cap" in log, "the log does not say inserts merged batches themselves")
+        assert "could not start a merge worker" in log, "the log does not say a worker could not be started"
+        assert "past omen.insert_buffer_cap" in log, "the log does not say inserts merged batches themselves"
         bound = cap + (per_page or 0)
-        check(largest <= bound, f"the buffer held {largest} entries, more than the cap {cap} plus a page")
-        print(f"  {total} inserts succeeded; the buffer held at most {largest} entries (cap {cap}); "
-              f"the log names the missing worker and the inserts' own merges")
+        assert largest <= bound, f"the buffer held {largest} entries, more than the cap {cap} plus a page"
+        say(
+            f"{total} inserts succeeded; the buffer held at most {largest} entries (cap {cap}); "
+            f"the log names the missing worker and the inserts' own merges"
+        )
         check_index(conn, rows, rng, "with merges done by inserts")
         # Autovacuum cannot start a worker either, so it merges the buffer itself.
-        conn.execute("ALTER TABLE items SET (autovacuum_enabled = on, autovacuum_vacuum_insert_threshold = 1, "
-                     "autovacuum_vacuum_insert_scale_factor = 0)")
-        wait_for("autovacuum to merge the buffer", lambda: info(conn)["buffered_entries"] == 0, timeout=180,
-                 interval=0.5)
-        nodes, buffered = check_index(conn, rows, rng, "after autovacuum")
-        check(buffered == 0, f"autovacuum left {buffered} entries buffered")
-    server.stop()
+        conn.execute(
+            "ALTER TABLE items SET (autovacuum_enabled = on, autovacuum_vacuum_insert_threshold = 1, "
+            "autovacuum_vacuum_insert_scale_factor = 0)"
+        )
+        wait_for(
+            "autovacuum to merge the buffer", lambda: info(conn)["buffered_entries"] == 0, timeout=180, interval=0.5
+        )
+        _, buffered = check_index(conn, rows, rng, "after autovacuum")
+        assert buffered == 0, f"autovacuum left {buffered} entries buffered"
 
 
 def merge_worker_running(conn) -> bool:
-    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
-                        ).fetchone()[0] > 0
+    return (
+        conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'").fetchone()[0] > 0
+    )
 
 
-def ddl_during_merge(rng) -> None:
-    print("3. DDL while the background worker merges")
-    server = pgcluster.Server("buffer-ddl", PORT + 2)
-    server.start()
+def test_ddl_during_merge(servers):
+    """DDL while the background worker merges."""
+    rng = np.random.default_rng(4244)
+    server = servers.start("buffer-ddl")
     vectors = rng.random((INITIAL + BUFFERED, DIM), dtype=np.float32)
     statements = {
         "DROP INDEX": "DROP INDEX items_v",
@@ -177,6 +192,7 @@ def ddl_during_merge(rng) -> None:
     }
     with server.connect() as admin:
         for what, sql in statements.items():
+            say(f"{what}: {INITIAL} rows indexed, {BUFFERED} buffered, a merge worker started")
             admin.execute("DROP DATABASE IF EXISTS ddl")
             admin.execute("CREATE DATABASE ddl")
             with server.connect("ddl") as conn:
@@ -191,8 +207,8 @@ def ddl_during_merge(rng) -> None:
                 while not merge_worker_running(admin):
                     conn.execute("INSERT INTO items VALUES (%s, %s)", (i, vec_text(vectors[i % len(vectors)])))
                     i += 1
-                    check(i < INITIAL + BUFFERED + 5000, "no merge worker started")
-                wait_for("the worker to merge", lambda: info(conn)["nodes"] > INITIAL, timeout=60)
+                    assert i < INITIAL + BUFFERED + 5000, "no merge worker started"
+                wait_for("the worker to merge", lambda c=conn: info(c)["nodes"] > INITIAL, timeout=60)
                 started = time.monotonic()
                 if sql is not None:
                     conn.execute("SET statement_timeout = '60s'")
@@ -203,29 +219,35 @@ def ddl_during_merge(rng) -> None:
                 admin.execute("RESET statement_timeout")
             took = time.monotonic() - started
             wait_for("the merge worker to exit", lambda: not merge_worker_running(admin), timeout=30)
-            print(f"  {what} during a merge finished in {took:.1f} s; the worker exited")
+            say(f"{what} during a merge finished in {took:.1f} s; the worker exited")
             if what in ("REINDEX", "TRUNCATE"):
                 with server.connect("ddl") as conn:
-                    ok, problems = conn.execute("SELECT ok, problems FROM omen_check('items_v')").fetchone()
-                    check(ok, f"omen_check after {what}: {problems}")
+                    omen_check(conn, "items_v", f"after {what}")
                     conn.execute("SET enable_seqscan = off")
                     conn.execute("INSERT INTO items VALUES (-1, %s)", (vec_text(np.full(DIM, 9.0)),))
-                    top = conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1",
-                                       (vec_text(np.full(DIM, 9.0)),)).fetchone()[0]
-                    check(top == -1, f"after {what} the index does not find a new row")
+                    top = conn.execute(
+                        "SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (vec_text(np.full(DIM, 9.0)),)
+                    ).fetchone()[0]
+                    assert top == -1, f"after {what} the index does not find a new row"
         admin.execute("DROP DATABASE IF EXISTS ddl WITH (FORCE)")
-    server.stop()
 
 
-def preloaded_launcher(rng) -> None:
-    print("4. omendb preloaded: one launcher serves every database")
-    server = pgcluster.Server("buffer-preload", PORT + 3, ("shared_preload_libraries=omendb",))
-    server.start()
+def test_preloaded_launcher(servers):
+    """omendb preloaded: one launcher serves every database."""
+    rng = np.random.default_rng(4245)
+    server = servers.start("buffer-preload", "shared_preload_libraries=omendb")
     vectors = rng.random((INITIAL + 3000, DIM), dtype=np.float32)
     with server.connect() as admin:
-        wait_for("the launcher to start", lambda: admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'").fetchone()[0] == 1,
-            timeout=30)
+        wait_for(
+            "the launcher to start",
+            lambda: (
+                admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'"
+                ).fetchone()[0]
+                == 1
+            ),
+            timeout=30,
+        )
         for db in ("one", "two"):
             admin.execute(f"CREATE DATABASE {db}")
             with server.connect(db) as conn:
@@ -238,26 +260,19 @@ def preloaded_launcher(rng) -> None:
         for db in ("one", "two"):
             with server.connect(db) as conn:
                 # Nothing buffered, and the last segment released (its merge counted).
-                wait_for(f"database {db}'s buffer to be merged", lambda: info(conn)["buffer_pages"] == 0,
-                         timeout=120, interval=0.2)
+                wait_for(
+                    f"database {db}'s buffer to be merged",
+                    lambda c=conn: info(c)["buffer_pages"] == 0,
+                    timeout=120,
+                    interval=0.2,
+                )
                 merged = info(conn)["merged_entries"]
                 ok, nodes, problems = conn.execute("SELECT ok, nodes, problems FROM omen_check('items_v')").fetchone()
-                check(ok and nodes == INITIAL + 3000 and merged > 0,
-                      f"database {db}: ok={ok} nodes={nodes} merged={merged} problems={problems}")
-                print(f"  database {db}: the launcher's workers merged {merged} entries; omen_check ok, {nodes} nodes")
-        launchers = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'"
-                                  ).fetchone()[0]
-        check(launchers == 1, f"{launchers} launchers run, expected one")
-    server.stop()
-
-
-def main() -> None:
-    rng = np.random.default_rng(4242)
-    crash_during_merge(rng)
-    no_workers(rng)
-    ddl_during_merge(rng)
-    preloaded_launcher(rng)
-
-
-if __name__ == "__main__":
-    pgcluster.run(main)
+                assert ok and nodes == INITIAL + 3000 and merged > 0, (
+                    f"database {db}: ok={ok} nodes={nodes} merged={merged} problems={problems}"
+                )
+                say(f"database {db}: the launcher's workers merged {merged} entries; omen_check ok, {nodes} nodes")
+        launchers = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'"
+        ).fetchone()[0]
+        assert launchers == 1, f"{launchers} launchers run, expected one"

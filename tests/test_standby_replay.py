@@ -23,8 +23,6 @@ three indexes: omen_index_info is identical on both servers, omen_check is ok on
 LIMIT 10, enable_seqscan = off, the omen index in the plan) return exactly the same ids in
 the same order on the standby as on the primary. The queries run on the standby during
 replay must all have succeeded with 10 rows each.
-
-Run as root (the servers run as `postgres`): tests/standby_replay.py
 """
 
 import threading
@@ -32,12 +30,9 @@ import threading
 import numpy as np
 import psycopg
 
-import pgcluster
-from pgcluster import as_postgres, check, load, vec_text, wait_for
+from pgcluster import Server, as_postgres, load, omen_check, phase, plan, say, vec_text, wait_for
 
 NO_MERGE = "buffer_threshold = 100000000"
-PRIMARY_PORT = 54341
-STANDBY_PORT = 54342
 DIM = 16
 QUERIES = 50
 K = 10
@@ -60,8 +55,8 @@ def insert_rows(conn, table: str, first_id: int, vectors: np.ndarray) -> None:
 def knn(conn, table: str, index: str, queries: np.ndarray) -> list[list[int]]:
     conn.execute("SET enable_seqscan = off")
     sql = f"SELECT id FROM {table} ORDER BY v <-> %s::vector LIMIT {K}"
-    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, (vec_text(queries[0]),)))
-    check(f"Index Scan using {index}" in plan, f"the query does not use {index}:\n{plan}")
+    explained = plan(conn, sql, (vec_text(queries[0]),))
+    assert f"Index Scan using {index}" in explained, f"the query does not use {index}:\n{explained}"
     return [[r[0] for r in conn.execute(sql, (vec_text(q),))] for q in queries]
 
 
@@ -73,7 +68,7 @@ def info(conn, index: str) -> dict:
 class StandbyReader:
     """Queries the standby in a loop while it replays."""
 
-    def __init__(self, standby: pgcluster.Server, seed: int):
+    def __init__(self, standby: Server, seed: int):
         self.standby = standby
         self.rng = np.random.default_rng(seed)
         self.queries = 0
@@ -87,46 +82,86 @@ class StandbyReader:
                 conn.execute("SET enable_seqscan = off")
                 while not self.stop.is_set():
                     q = vec_text(self.rng.random(DIM, dtype=np.float32))
-                    rows = conn.execute(f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {K}",
-                                        (q,)).fetchall()
-                    check(len(rows) == K and len({r[0] for r in rows}) == K,
-                          f"a standby query returned {rows}")
+                    rows = conn.execute(f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {K}", (q,)).fetchall()
+                    assert len(rows) == K and len({r[0] for r in rows}) == K, f"a standby query returned {rows}"
                     self.queries += 1
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- the test's thread reports it
             self.error = e
 
 
-def main() -> None:
+def same_info(p, s, index: str) -> str:
+    pi, si = info(p, index), info(s, index)
+    assert pi == si, f"omen_index_info differs: primary {pi}, standby {si}"
+    return (
+        f"identical on both ({pi['nodes']} nodes, {pi['buffered_entries']} buffered, {pi['deleted_nodes']} deleted, "
+        f"{pi['pages']} pages, entry {pi['entry_point']})"
+    )
+
+
+def same_pages(p, s, index: str) -> str:
+    sql = (
+        "SELECT b, md5(get_raw_page(%s, b::int)) FROM "
+        "generate_series(0, pg_relation_size(%s::regclass) / 8192 - 1) b ORDER BY b"
+    )
+    pp, sp = p.execute(sql, (index, index)).fetchall(), s.execute(sql, (index, index)).fetchall()
+    assert len(pp) == len(sp), f"{len(pp)} pages on the primary, {len(sp)} on the standby"
+    differ = [b for (b, x), (_, y) in zip(pp, sp, strict=True) if x != y]
+    assert not differ, f"{len(differ)} of {len(pp)} pages differ, e.g. blocks {differ[:10]}"
+    return f"all {len(pp)} pages byte-identical on both"
+
+
+def checked(conn, index: str) -> str:
+    """omen_check on one server (the primary or the standby)."""
+    c = omen_check(conn, index)
+    return f"ok ({c['nodes']} nodes, {c['reachable']} reachable, {c['table_rows']} table rows)"
+
+
+def same_neighbours(p, s, table: str, index: str, queries) -> str:
+    want, got = knn(p, table, index, queries), knn(s, table, index, queries)
+    assert all(len(r) == K for r in want), f"a query on {table} returned fewer than {K} rows"
+    differ = [i for i in range(QUERIES) if want[i] != got[i]]
+    assert not differ, (
+        f"{len(differ)} of {QUERIES} queries differ, e.g. primary "
+        f"{want[differ[0]] if differ else ''} standby {got[differ[0]] if differ else ''}"
+    )
+    return f"{QUERIES} queries return the same {K} ids, in the same order, on both"
+
+
+def test_standby_replays_omen_wal(servers):
     rng = np.random.default_rng(424242)
-    primary = pgcluster.Server("primary", PRIMARY_PORT,
-                               ("wal_level=replica", "max_wal_senders=5", "hot_standby=on",
-                                "autovacuum=off"))  # no concurrent ANALYZE holding back VACUUM
-    standby = pgcluster.Server("standby", STANDBY_PORT, ("hot_standby=on",))
-    standby.stop()  # a standby left running by an interrupted earlier run
-    primary.start()
+    primary = servers.start(
+        "primary",
+        "wal_level=replica",
+        "max_wal_senders=5",
+        "hot_standby=on",
+        "autovacuum=off",  # no concurrent ANALYZE holding back VACUUM
+    )
+    standby = servers.new("standby", "hot_standby=on")
     (primary.datadir / "pg_hba.conf").write_text(HBA)
     with primary.connect() as conn:
         conn.execute("SELECT pg_reload_conf()")
-        check(conn.execute("SHOW wal_level").fetchone()[0] == "replica", "wal_level must be replica")
+        assert conn.execute("SHOW wal_level").fetchone()[0] == "replica", "wal_level must be replica"
         conn.execute("CREATE EXTENSION omendb")
         conn.execute("CREATE EXTENSION pageinspect")  # get_raw_page, to compare the index pages
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM}))")
         load(conn, "items", 0, rng.random((3000, DIM), dtype=np.float32))
         conn.execute(f"CREATE INDEX items_v ON items USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
         insert_rows(conn, "items", 3000, rng.random((300, DIM), dtype=np.float32))
-    print("primary: items_v built on 3000 rows, 300 inserts; taking the base backup")
+    say("primary: items_v built on 3000 rows, 300 inserts; taking the base backup")
 
-    as_postgres("rm", "-rf", str(standby.datadir))
-    as_postgres(str(pgcluster.BINDIR / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(PRIMARY_PORT),
-                "-U", "postgres", "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast")
-    as_postgres("truncate", "-s", "0", str(standby.datadir / "server.log"))  # the primary's, copied
-    standby.restart()
+    with phase("pg_basebackup -R, start the standby"):
+        backup = f"-h 127.0.0.1 -p {primary.port} -U postgres -D {standby.datadir} -R -X stream -c fast"
+        as_postgres(str(primary.bindir / "pg_basebackup"), *backup.split())
+        as_postgres("truncate", "-s", "0", str(standby.datadir / "server.log"))  # the primary's, copied
+        standby.restart()
     with standby.connect() as conn:
-        check(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], "the standby is not in recovery")
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], "the standby is not in recovery"
     with primary.connect() as conn:
-        sender = wait_for("the standby to stream", lambda: conn.execute(
-            "SELECT state FROM pg_stat_replication WHERE state = 'streaming'").fetchone())
-    print(f"standby on port {STANDBY_PORT}: hot standby, replication {sender[0]}")
+        sender = wait_for(
+            "the standby to stream",
+            lambda: conn.execute("SELECT state FROM pg_stat_replication WHERE state = 'streaming'").fetchone(),
+        )
+    say(f"standby on port {standby.port}: hot standby, replication {sender[0]}")
 
     reader = StandbyReader(standby, seed=7)
     reader.thread.start()
@@ -137,7 +172,7 @@ def main() -> None:
         conn.execute(f"CREATE INDEX items2_v ON items2 USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
         insert_rows(conn, "items2", 10_000, rng.random((700, DIM), dtype=np.float32))
         merged = conn.execute("SELECT omen_flush('items2_v')").fetchone()[0]
-        check(merged == 700, f"omen_flush merged {merged} entries of items2_v, expected 700")
+        assert merged == 700, f"omen_flush merged {merged} entries of items2_v, expected 700"
         conn.execute("ALTER INDEX items2_v SET (buffer = off)")
         insert_rows(conn, "items2", 20_000, rng.random((100, DIM), dtype=np.float32))
         conn.execute("CREATE TABLE items3 (id int PRIMARY KEY, v vector)")
@@ -148,83 +183,48 @@ def main() -> None:
         deleted = conn.execute("DELETE FROM items WHERE id % 10 = 3").rowcount
         conn.execute("VACUUM items")
         i = info(conn, "items_v")
-        check(i["nodes"] == before - deleted and i["buffered_entries"] == 0,
-              f"after deleting {deleted} of {before} rows and VACUUM, items_v has {i['nodes']} live nodes "
-              f"and {i['buffered_entries']} buffered entries")
+        assert i["nodes"] == before - deleted and i["buffered_entries"] == 0, (
+            f"after deleting {deleted} of {before} rows and VACUUM, items_v has {i['nodes']} live nodes "
+            f"and {i['buffered_entries']} buffered entries"
+        )
         insert_rows(conn, "items", 20_000, rng.random((200, DIM), dtype=np.float32))
         target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    print(f"primary after the backup: 1700 buffered inserts, DELETE + VACUUM (merged; {deleted} nodes no "
-          f"longer live) on items_v; items2_v built on 3000 rows + 700 buffered inserts, omen_flush, 100 in "
-          f"place; items3_v built empty + 800 buffered inserts; WAL at {target}")
+    say(
+        f"primary after the backup: 1700 buffered inserts, DELETE + VACUUM (merged; {deleted} nodes no "
+        f"longer live) on items_v; items2_v built on 3000 rows + 700 buffered inserts, omen_flush, 100 in "
+        f"place; items3_v built empty + 800 buffered inserts; WAL at {target}"
+    )
 
     with standby.connect() as conn:
-        wait_for(f"the standby to replay up to {target}", lambda: conn.execute(
-            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0], timeout=60)
+        wait_for(
+            f"the standby to replay up to {target}",
+            lambda: conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0],
+            timeout=60,
+        )
         replayed = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()[0]
     reader.stop.set()
     reader.thread.join(timeout=30)
-    check(reader.error is None, f"a query on the standby failed during replay: {reader.error!r}")
-    check(reader.queries > 0, "no query ran on the standby during replay")
-    print(f"standby replayed up to {replayed}; {reader.queries} queries ran on it during replay, all with {K} rows")
+    assert reader.error is None, f"a query on the standby failed during replay: {reader.error!r}"
+    assert reader.queries > 0, "no query ran on the standby during replay"
+    say(f"standby replayed up to {replayed}; {reader.queries} queries ran on it during replay, all with {K} rows")
 
     # Every comparison runs and reports, then the test fails if any did.
     failures: list[str] = []
 
-    def verify(what: str, step) -> None:
+    def verify(what: str, step, *args) -> None:
         try:
-            print(f"  {what}: {step()}")
+            say(f"{what}: {step(*args)}")
         except (AssertionError, psycopg.Error) as e:
             failures.append(f"{what}: {type(e).__name__}: {e}".rstrip())
-            print(f"  {what}: FAILED: {type(e).__name__}: {e}".rstrip())
+            say(f"{what}: FAILED: {type(e).__name__}: {e}".rstrip())
 
     queries = rng.random((QUERIES, DIM), dtype=np.float32)
     with primary.connect() as p, standby.connect() as s:
         for table in ("items", "items2", "items3"):
             index = f"{table}_v"
-
-            def same_info():
-                pi, si = info(p, index), info(s, index)
-                check(pi == si, f"omen_index_info differs: primary {pi}, standby {si}")
-                return (f"identical on both ({pi['nodes']} nodes, {pi['buffered_entries']} buffered, {pi['deleted_nodes']} deleted, "
-                        f"{pi['pages']} pages, entry {pi['entry_point']})")
-
-            def check_on_primary():
-                ok, nodes, reachable, rows, problems = p.execute(
-                    "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check(%s::regclass)",
-                    (index,)).fetchone()
-                check(ok, f"nodes={nodes} reachable={reachable} table_rows={rows} problems={problems}")
-                return f"ok ({nodes} nodes, {reachable} reachable, {rows} table rows)"
-
-            def same_pages():
-                sql = ("SELECT b, md5(get_raw_page(%s, b::int)) FROM "
-                       "generate_series(0, pg_relation_size(%s::regclass) / 8192 - 1) b ORDER BY b")
-                pp, sp = p.execute(sql, (index, index)).fetchall(), s.execute(sql, (index, index)).fetchall()
-                check(len(pp) == len(sp), f"{len(pp)} pages on the primary, {len(sp)} on the standby")
-                differ = [b for (b, x), (_, y) in zip(pp, sp) if x != y]
-                check(not differ, f"{len(differ)} of {len(pp)} pages differ, e.g. blocks {differ[:10]}")
-                return f"all {len(pp)} pages byte-identical on both"
-
-            def check_on_standby():
-                ok, nodes, reachable, rows, problems = s.execute(
-                    "SELECT ok, nodes, reachable, table_rows, problems FROM omen_check(%s::regclass)",
-                    (index,)).fetchone()
-                check(ok, f"nodes={nodes} reachable={reachable} table_rows={rows} problems={problems}")
-                return f"ok ({nodes} nodes, {reachable} reachable, {rows} table rows)"
-
-            def same_neighbours():
-                want, got = knn(p, table, index, queries), knn(s, table, index, queries)
-                check(all(len(r) == K for r in want), f"a query on {table} returned fewer than {K} rows")
-                differ = [i for i in range(QUERIES) if want[i] != got[i]]
-                check(not differ, f"{len(differ)} of {QUERIES} queries differ, e.g. primary "
-                                  f"{want[differ[0]] if differ else ''} standby {got[differ[0]] if differ else ''}")
-                return f"{QUERIES} queries return the same {K} ids, in the same order, on both"
-
-            verify(f"{index} omen_index_info", same_info)
-            verify(f"{index} pages", same_pages)
-            verify(f"{index} omen_check on the primary", check_on_primary)
-            verify(f"{index} omen_check on the standby", check_on_standby)
-            verify(f"{index} neighbours", same_neighbours)
-    check(not failures, f"{len(failures)} checks failed:\n" + "\n".join(failures))
-
-if __name__ == "__main__":
-    pgcluster.run(main)
+            verify(f"{index} omen_index_info", same_info, p, s, index)
+            verify(f"{index} pages", same_pages, p, s, index)
+            verify(f"{index} omen_check on the primary", checked, p, index)
+            verify(f"{index} omen_check on the standby", checked, s, index)
+            verify(f"{index} neighbours", same_neighbours, p, s, table, index, queries)
+    assert not failures, f"{len(failures)} checks failed:\n" + "\n".join(failures)
