@@ -7,6 +7,13 @@
 -- (operators, l2_distance, casts, aggregates, the btree opclass) are created only where
 -- absent. Everything created here belongs to the extension, so DROP EXTENSION omendb
 -- removes exactly that and leaves an adopted pgvector type and its data alone.
+--
+-- Safe against a hostile search_path ("Security Considerations for Extension Scripts" in
+-- PostgreSQL's documentation): the built-ins it calls, the catalogs it reads and the
+-- operators it compares with are qualified with pg_catalog, and the bodies of its SQL
+-- functions, which are parsed with the caller's search_path at each call, name every
+-- function and non-keyword type with its schema (@extschema@ for omendb's own: the
+-- extension is not relocatable) and call them with their exact argument types.
 
 -- Runs `ddl` unless `present`. Dropped at the end of this script.
 CREATE FUNCTION omen_create_unless(present boolean, ddl text) RETURNS void
@@ -21,11 +28,13 @@ $$;
 -- Whether a cast from `source` to `target` exists.
 CREATE FUNCTION omen_cast_exists(source regtype, target regtype) RETURNS boolean
 LANGUAGE sql AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = source AND casttarget = target)
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_cast
+                   WHERE castsource OPERATOR(pg_catalog.=) source
+                     AND casttarget OPERATOR(pg_catalog.=) target)
 $$;
 
 -- The type: a shell first, so its I/O functions can name it.
-SELECT omen_create_unless(to_regtype('vector') IS NOT NULL, 'CREATE TYPE vector');
+SELECT omen_create_unless(pg_catalog.to_regtype('vector') IS NOT NULL, 'CREATE TYPE vector');
 
 CREATE FUNCTION omen_vector_in(cstring, oid, integer) RETURNS vector
     AS 'MODULE_PATHNAME', 'omen_vector_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
@@ -39,7 +48,8 @@ CREATE FUNCTION omen_vector_send(vector) RETURNS bytea
     AS 'MODULE_PATHNAME', 'omen_vector_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 SELECT omen_create_unless(
-    (SELECT typisdefined FROM pg_type t WHERE t.typname = 'vector' AND pg_type_is_visible(t.oid)),
+    (SELECT t.typisdefined FROM pg_catalog.pg_type t
+     WHERE t.typname OPERATOR(pg_catalog.=) 'vector' AND pg_catalog.pg_type_is_visible(t.oid)),
     $ddl$CREATE TYPE vector (
         INPUT     = omen_vector_in,
         OUTPUT    = omen_vector_out,
@@ -105,19 +115,19 @@ CREATE FUNCTION omen_array_to_vector(real[], integer, boolean) RETURNS vector
 CREATE FUNCTION omen_array_to_vector(double precision[], integer, boolean) RETURNS vector
     AS 'MODULE_PATHNAME', 'omen_array_to_vector' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION omen_array_to_vector(numeric[], integer, boolean) RETURNS vector
-    AS $$ SELECT omen_array_to_vector($1::real[], $2, $3) $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
+    AS $$ SELECT @extschema@.omen_array_to_vector($1::real[], $2, $3) $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION omen_vector_to_float4(vector, integer, boolean) RETURNS real[]
     AS 'MODULE_PATHNAME', 'omen_vector_to_float4' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION omen_vector_to_float8(vector, integer, boolean) RETURNS double precision[]
     AS 'MODULE_PATHNAME', 'omen_vector_to_float8' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION omen_vector_to_numeric(vector, integer, boolean) RETURNS numeric[]
-    AS $$ SELECT omen_vector_to_float8($1, $2, $3)::numeric[] $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
+    AS $$ SELECT @extschema@.omen_vector_to_float8($1, $2, $3)::numeric[] $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION omen_vector_to_int4(vector, integer, boolean) RETURNS integer[]
-    AS $$ SELECT omen_vector_to_float8($1, $2, $3)::integer[] $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
+    AS $$ SELECT @extschema@.omen_vector_to_float8($1, $2, $3)::integer[] $$ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE;
 
 -- User-facing functions, where pgvector has not created them.
-SELECT omen_create_unless(to_regprocedure(sig) IS NOT NULL,
-    format('CREATE FUNCTION %s RETURNS %s AS %L, %L LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE',
+SELECT omen_create_unless(pg_catalog.to_regprocedure(sig) IS NOT NULL,
+    pg_catalog.format('CREATE FUNCTION %s RETURNS %s AS %L, %L LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE',
            sig, ret, 'MODULE_PATHNAME', sym))
 FROM (VALUES
     ('l2_distance(vector, vector)',     'float8',  'omen_l2_distance'),
@@ -133,8 +143,10 @@ FROM (VALUES
 -- Operators, where absent.
 -- (A COMMUTATOR or NEGATOR clause leaves a shell operator behind: a shell counts as absent.)
 SELECT omen_create_unless(
-    EXISTS (SELECT 1 FROM pg_operator WHERE oid = to_regoperator(op || '(vector,vector)') AND oprcode <> 0),
-    format('CREATE OPERATOR %s (LEFTARG = vector, RIGHTARG = vector, FUNCTION = %s%s)', op, fn, extra))
+    EXISTS (SELECT 1 FROM pg_catalog.pg_operator o
+            WHERE o.oid OPERATOR(pg_catalog.=) pg_catalog.to_regoperator(pg_catalog.format('%s(vector,vector)', op))
+              AND o.oprcode OPERATOR(pg_catalog.<>) 0),
+    pg_catalog.format('CREATE OPERATOR %s (LEFTARG = vector, RIGHTARG = vector, FUNCTION = %s%s)', op, fn, extra))
 FROM (VALUES
     ('<->', 'omen_l2_distance',            ', COMMUTATOR = <->'),
     ('<#>', 'omen_negative_inner_product', ', COMMUTATOR = <#>'),
@@ -153,18 +165,19 @@ FROM (VALUES
 
 -- The btree operator class, so ORDER BY, DISTINCT and unique indexes work.
 SELECT omen_create_unless(
-    EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
-            WHERE a.amname = 'btree' AND c.opcintype = to_regtype('vector') AND c.opcdefault),
+    EXISTS (SELECT 1 FROM pg_catalog.pg_opclass c JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.opcmethod
+            WHERE a.amname OPERATOR(pg_catalog.=) 'btree'
+              AND c.opcintype OPERATOR(pg_catalog.=) pg_catalog.to_regtype('vector') AND c.opcdefault),
     $ddl$CREATE OPERATOR CLASS vector_ops DEFAULT FOR TYPE vector USING btree AS
         OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
         FUNCTION 1 omen_vector_cmp(vector, vector)$ddl$);
 
 -- Aggregates, parallel-safe with combine functions.
-SELECT omen_create_unless(to_regprocedure('avg(vector)') IS NOT NULL,
+SELECT omen_create_unless(pg_catalog.to_regprocedure('avg(vector)') IS NOT NULL,
     $ddl$CREATE AGGREGATE avg(vector) (
         SFUNC = omen_vector_accum, STYPE = float8[], FINALFUNC = omen_vector_avg,
         COMBINEFUNC = omen_vector_combine, INITCOND = '{0}', PARALLEL = SAFE)$ddl$);
-SELECT omen_create_unless(to_regprocedure('sum(vector)') IS NOT NULL,
+SELECT omen_create_unless(pg_catalog.to_regprocedure('sum(vector)') IS NOT NULL,
     $ddl$CREATE AGGREGATE sum(vector) (
         SFUNC = omen_vector_add, STYPE = vector, COMBINEFUNC = omen_vector_add,
         PARALLEL = SAFE)$ddl$);
@@ -172,7 +185,7 @@ SELECT omen_create_unless(to_regprocedure('sum(vector)') IS NOT NULL,
 -- Casts, where absent. The typmod cast applies a column's dimension; vector -> real[] is
 -- implicit as in pgvector; arrays -> vector on assignment; the others explicit.
 SELECT omen_create_unless(omen_cast_exists(src::regtype, dst::regtype),
-    format('CREATE CAST (%s AS %s) WITH FUNCTION %s(%s, integer, boolean)%s', src, dst, fn, src, how))
+    pg_catalog.format('CREATE CAST (%s AS %s) WITH FUNCTION %s(%s, integer, boolean)%s', src, dst, fn, src, how))
 FROM (VALUES
     ('vector',             'vector',             'omen_vector_typmod',    ' AS IMPLICIT'),
     ('integer[]',          'vector',             'omen_array_to_vector',  ' AS ASSIGNMENT'),
@@ -192,16 +205,16 @@ CREATE ACCESS METHOD omen TYPE INDEX HANDLER omen_amhandler;
 COMMENT ON ACCESS METHOD omen IS 'OmenDB graph (Vamana/DiskANN) index for nearest-neighbour search';
 
 CREATE OPERATOR CLASS vector_l2_ops DEFAULT FOR TYPE vector USING omen AS
-    OPERATOR 1 <-> (vector, vector) FOR ORDER BY float_ops,
+    OPERATOR 1 <-> (vector, vector) FOR ORDER BY pg_catalog.float_ops,
     FUNCTION 1 omen_l2_distance(vector, vector);
 CREATE OPERATOR CLASS vector_ip_ops FOR TYPE vector USING omen AS
-    OPERATOR 1 <#> (vector, vector) FOR ORDER BY float_ops,
+    OPERATOR 1 <#> (vector, vector) FOR ORDER BY pg_catalog.float_ops,
     FUNCTION 1 omen_negative_inner_product(vector, vector);
 CREATE OPERATOR CLASS vector_cosine_ops FOR TYPE vector USING omen AS
-    OPERATOR 1 <=> (vector, vector) FOR ORDER BY float_ops,
+    OPERATOR 1 <=> (vector, vector) FOR ORDER BY pg_catalog.float_ops,
     FUNCTION 1 omen_cosine_distance(vector, vector);
 CREATE OPERATOR CLASS vector_l1_ops FOR TYPE vector USING omen AS
-    OPERATOR 1 <+> (vector, vector) FOR ORDER BY float_ops,
+    OPERATOR 1 <+> (vector, vector) FOR ORDER BY pg_catalog.float_ops,
     FUNCTION 1 omen_l1_distance(vector, vector);
 
 -- Inspection.
@@ -216,21 +229,33 @@ CREATE FUNCTION omen_index_info(index regclass, OUT nodes bigint, OUT deleted_no
         OUT last_merge_at timestamptz, OUT last_merge_ms bigint)
     AS $$ SELECT r.nodes, r.deleted_nodes, r.free_slots, r.pages, r.average_degree, r.entry_point, r.entry_tid,
               r.dimensions, r.metric, r.max_neighbors, r.build_list_size, r.alpha, r.buffered_entries,
-              r.buffer_pages, r.merges_done, r.merged_entries, to_timestamp(r.last_merge_epoch), r.last_merge_ms
-         FROM json_to_record(omen_index_info_json($1)::text::json) AS r(
-        nodes bigint, deleted_nodes bigint, free_slots bigint, pages bigint, average_degree float8,
-        entry_point bigint, entry_tid tid, dimensions int, metric text, max_neighbors int,
-        build_list_size int, alpha float8, buffered_entries bigint, buffer_pages bigint, merges_done bigint,
-        merged_entries bigint, last_merge_epoch float8, last_merge_ms bigint) $$ LANGUAGE sql STRICT;
+              r.buffer_pages, r.merges_done, r.merged_entries, pg_catalog.to_timestamp(r.last_merge_epoch), r.last_merge_ms
+         FROM pg_catalog.json_to_record(@extschema@.omen_index_info_json($1)::pg_catalog.text::pg_catalog.json) AS r(
+        nodes bigint, deleted_nodes bigint, free_slots bigint, pages bigint, average_degree double precision,
+        entry_point bigint, entry_tid pg_catalog.tid, dimensions int, metric pg_catalog.text, max_neighbors int,
+        build_list_size int, alpha double precision, buffered_entries bigint, buffer_pages bigint, merges_done bigint,
+        merged_entries bigint, last_merge_epoch double precision, last_merge_ms bigint) $$ LANGUAGE sql STRICT;
 CREATE FUNCTION omen_check(index regclass, OUT ok boolean, OUT nodes bigint,
         OUT reachable bigint, OUT table_rows bigint, OUT problems text[], OUT buffered bigint)
     AS $$ SELECT r.ok, r.nodes, r.reachable, r.table_rows,
-              ARRAY(SELECT json_array_elements_text(r.problems)), r.buffered
-         FROM json_to_record(omen_check_json($1)::text::json) AS r(
-             ok boolean, nodes bigint, reachable bigint, table_rows bigint, problems json, buffered bigint) $$
+              ARRAY(SELECT pg_catalog.json_array_elements_text(r.problems)), r.buffered
+         FROM pg_catalog.json_to_record(@extschema@.omen_check_json($1)::pg_catalog.text::pg_catalog.json) AS r(
+             ok boolean, nodes bigint, reachable bigint, table_rows bigint, problems pg_catalog.json, buffered bigint) $$
     LANGUAGE sql STRICT;
 CREATE FUNCTION omen_flush(index regclass) RETURNS bigint
     AS 'MODULE_PATHNAME', 'omen_flush' LANGUAGE C STRICT;
+
+-- Privileges, as PostgreSQL's own tools have them (README, "Privileges"). Inspection is for
+-- superusers and pg_stat_scan_tables, as with pgstattuple. Verification is for superusers
+-- and whom they grant it, as with amcheck; it reads the table without the caller's
+-- privileges on it. The internal omen_index_info_json and omen_check_json refuse a user
+-- who may not execute the function that wraps them (src/am/inspect.rs), so one GRANT on
+-- omen_index_info or omen_check is all a role needs and calling them directly gets no
+-- further. omen_flush stays PUBLIC and checks that the user may maintain the table (its
+-- owner; from PostgreSQL 17, MAINTAIN), as VACUUM and REINDEX do.
+REVOKE ALL ON FUNCTION omen_index_info(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION omen_index_info(regclass) TO pg_stat_scan_tables;
+REVOKE ALL ON FUNCTION omen_check(regclass) FROM PUBLIC;
 
 DROP FUNCTION omen_create_unless(boolean, text);
 DROP FUNCTION omen_cast_exists(regtype, regtype);

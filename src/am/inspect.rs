@@ -1,7 +1,14 @@
-//! `omen_index_info(regclass)` and `omen_check(regclass)`.
+//! `omen_index_info(regclass)`, `omen_check(regclass)` and `omen_flush(regclass)`.
+//!
+//! Privileges (README, "Privileges"): the SQL script grants inspection to
+//! pg_stat_scan_tables and verification to no one (a superuser grants it); the internal
+//! `*_json` functions check that the user may execute their wrapper; `omen_flush` checks
+//! that the user may maintain the table.
 
 use std::collections::{HashSet, VecDeque};
+use std::ffi::{CStr, c_char};
 
+use omen_core::distance::norm;
 use omen_core::graph::NodeId;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -10,7 +17,7 @@ use super::merge::{lock_merge, merge_all, unlock_merge};
 use crate::storage::insert_buffer::{self, EntryHeader, LINKING, PENDING};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
-use crate::types::fmgr::{Call, cstring_datum, pg_fn};
+use crate::types::fmgr::{Call, cstring_datum, pg_fn, vector_slice};
 
 /// Opens the index named by argument 0, checking that it is an omen index.
 fn open_omen_index(call: &Call) -> pg_sys::Relation {
@@ -31,6 +38,87 @@ fn open_omen_index(call: &Call) -> pg_sys::Relation {
         );
     }
     index
+}
+
+/// Raises PostgreSQL's ERROR for a failed privilege check (SQLSTATE 42501): "permission
+/// denied for `kind` `name`", or "must be owner of `kind` `name`".
+fn refuse(result: pg_sys::AclResult::Type, kind: pg_sys::ObjectType::Type, name: *const c_char) -> ! {
+    // SAFETY: aclcheck_error raises an ERROR for any result but ACLCHECK_OK; `name` is a
+    // NUL-terminated string.
+    unsafe { pg_sys::aclcheck_error(result, kind, name) };
+    unreachable!("aclcheck_error raises an ERROR")
+}
+
+/// Refuses the call unless the user may execute `wrapper(regclass)`, the SQL function that
+/// wraps this internal `*_json` one. The `*_json` functions are PUBLIC, so a GRANT on the
+/// wrapper is all a role needs, and carry the wrapper's privileges by this check, so calling
+/// them directly is no way around it. The wrapper is looked up in the extension's schema,
+/// the schema of the index's access-method handler (never through the search_path).
+fn check_wrapper_privilege(index: pg_sys::Relation, wrapper: &CStr) {
+    let regclass = pg_sys::REGCLASSOID;
+    // SAFETY: the index is open; rd_amhandler is omen_amhandler, which CREATE EXTENSION put
+    // in the extension's schema. The pg_proc lookup by (name, argument types, schema) gets a
+    // NUL-terminated name and a palloc'd oidvector of one OID.
+    let function = unsafe {
+        let schema = pg_sys::get_func_namespace((*index).rd_amhandler);
+        pg_sys::GetSysCacheOid(
+            pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as i32,
+            pg_sys::Anum_pg_proc_oid as pg_sys::AttrNumber,
+            pg_sys::Datum::from(wrapper.as_ptr()),
+            pg_sys::Datum::from(pg_sys::buildoidvector(&regclass, 1)),
+            pg_sys::Datum::from(schema),
+            pg_sys::Datum::from(0),
+        )
+    };
+    // SAFETY: reads the current user id (the caller's, as the wrapper is not SECURITY DEFINER).
+    let user = unsafe { pg_sys::GetUserId() };
+    let result = if function == pg_sys::InvalidOid {
+        // The wrapper was dropped: only superusers pass.
+        // SAFETY: a catalog lookup of the current user.
+        if unsafe { pg_sys::superuser() } {
+            pg_sys::AclResult::ACLCHECK_OK
+        } else {
+            pg_sys::AclResult::ACLCHECK_NO_PRIV
+        }
+    } else {
+        #[cfg(feature = "pg15")]
+        // SAFETY: an ACL lookup of an existing function.
+        let result = unsafe { pg_sys::pg_proc_aclcheck(function, user, pg_sys::ACL_EXECUTE as pg_sys::AclMode) };
+        #[cfg(any(feature = "pg16", feature = "pg18"))]
+        // SAFETY: an ACL lookup of an existing function.
+        let result = unsafe {
+            pg_sys::object_aclcheck(pg_sys::ProcedureRelationId, function, user, pg_sys::ACL_EXECUTE as pg_sys::AclMode)
+        };
+        result
+    };
+    if result != pg_sys::AclResult::ACLCHECK_OK {
+        refuse(result, pg_sys::ObjectType::OBJECT_FUNCTION, wrapper.as_ptr());
+    }
+}
+
+/// Refuses `omen_flush`, a write, unless the user may maintain the index's table as VACUUM
+/// and REINDEX require: its owner (superusers pass every check), and from PostgreSQL 17
+/// whoever holds the MAINTAIN privilege on it (members of pg_maintain too).
+fn check_maintain(index: pg_sys::Relation) {
+    // SAFETY: the index is open, so its pg_index row is loaded; reads the current user id.
+    let (table, user) = unsafe { ((*(*index).rd_index).indrelid, pg_sys::GetUserId()) };
+    #[cfg(feature = "pg15")]
+    // SAFETY: a pg_class lookup of the table, which cannot go while its index is locked.
+    let owner = unsafe { pg_sys::pg_class_ownercheck(table, user) };
+    #[cfg(feature = "pg16")]
+    // SAFETY: as above.
+    let owner = unsafe { pg_sys::object_ownercheck(pg_sys::RelationRelationId, table, user) };
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
+    let result = if owner { pg_sys::AclResult::ACLCHECK_OK } else { pg_sys::AclResult::ACLCHECK_NOT_OWNER };
+    #[cfg(feature = "pg18")]
+    // SAFETY: as above; pg_class_aclcheck counts the owner's, pg_maintain's and granted rights.
+    let result = unsafe { pg_sys::pg_class_aclcheck(table, user, pg_sys::ACL_MAINTAIN as pg_sys::AclMode) };
+    if result != pg_sys::AclResult::ACLCHECK_OK {
+        // SAFETY: pg_class lookups of the table's kind (table, materialized view) and name.
+        let (kind, name) =
+            unsafe { (pg_sys::get_relkind_objtype(pg_sys::get_rel_relkind(table)), pg_sys::get_rel_name(table)) };
+        refuse(result, kind, name);
+    }
 }
 
 /// The headers of the insert buffer's PENDING and LINKING entries.
@@ -67,6 +155,7 @@ fn json_str(s: &str) -> String {
 // omen_index_info_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
 pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     let index = open_omen_index(call);
+    check_wrapper_privilege(index, c"omen_index_info");
     let meta = read_meta(index);
     // Rows only the buffer holds (a LINKING entry's row is a graph node already).
     let buffered = buffered_entries(index, &meta).iter().filter(|e| e.state == PENDING).count();
@@ -130,6 +219,7 @@ pg_fn!(omen_flush, pg_finfo_omen_flush, |call| {
         pg_sys::PreventCommandDuringRecovery(c"omen_flush()".as_ptr());
     }
     let index = open_omen_index(call);
+    check_maintain(index);
     lock_merge(index, true);
     let merged = merge_all(index);
     unlock_merge(index);
@@ -137,42 +227,77 @@ pg_fn!(omen_flush, pg_finfo_omen_flush, |call| {
     pg_sys::Datum::from(merged as i64)
 });
 
-/// Heap TIDs (block, offset) of the rows the index must hold, from SPI; None when the key
-/// is an expression. Read-only SPI, so it works on a hot standby and assigns no xid.
-fn heap_rows(index_oid: u32, cosine: bool) -> Option<HashSet<(u32, u16)>> {
-    Spi::connect(|client| {
-        let target = client
-            .select(
-                format!(
-                    "SELECT i.indrelid::regclass::text, quote_ident(a.attname::text) FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                     WHERE i.indexrelid = {index_oid}"
-                )
-                .as_str(),
-                None,
-                &[],
-            )?
-            .first()
-            .get_two::<String, String>()?;
-        let (Some(table), Some(column)) = target else { return Ok(None) };
-        let extra = if cosine { format!(" AND omen_vector_norm({column}) > 0") } else { String::new() };
-        let query = format!("SELECT ctid::text FROM {table} WHERE {column} IS NOT NULL{extra}");
-        let mut out = HashSet::new();
-        for row in client.select(query.as_str(), None, &[])? {
-            let text: Option<String> = row.get(1)?;
-            let t = text.unwrap_or_default();
-            let (b, o) = t.trim_matches(|c| c == '(' || c == ')').split_once(',').unwrap_or(("0", "0"));
-            out.insert((b.parse().unwrap_or(0), o.parse().unwrap_or(0)));
+/// Heap TIDs (block, offset) of the rows the index must hold, None when the key is an
+/// expression: a scan of the table under the calling query's snapshot. It reads the heap
+/// as amcheck does, not through SQL, so it needs none of the caller's privileges on the
+/// table (EXECUTE on omen_check is the gate), runs no user code and resolves no name
+/// through the search_path. Read-only, so it works on a hot standby and assigns no xid.
+fn heap_rows(index: pg_sys::Relation, cosine: bool) -> Option<HashSet<(u32, u16)>> {
+    // SAFETY: the index is open, so its pg_index row is loaded; indkey has indnatts >= 1 entries.
+    let (table, key) = unsafe {
+        let form = &*(*index).rd_index;
+        (form.indrelid, *form.indkey.values.as_ptr())
+    };
+    if key == 0 {
+        return None;
+    }
+    // SAFETY: opens the index's table with the lock a query takes, held to the end of the
+    // transaction; registers the snapshot of the query calling omen_check (a row it sees
+    // had its index entry before the index was read), or a new one outside a query.
+    let (heap, snapshot) = unsafe {
+        let heap = pg_sys::table_open(table, pg_sys::AccessShareLock as i32);
+        let active = pg_sys::ActiveSnapshotSet();
+        let snapshot = if active { pg_sys::GetActiveSnapshot() } else { pg_sys::GetTransactionSnapshot() };
+        (heap, pg_sys::RegisterSnapshot(snapshot))
+    };
+    // SAFETY: the table is open and the snapshot registered until the scan ends below.
+    let (scan, slot) = unsafe {
+        (
+            pg_sys::table_beginscan(heap, snapshot, 0, std::ptr::null_mut()),
+            pg_sys::table_slot_create(heap, std::ptr::null_mut()),
+        )
+    };
+    let mut rows = HashSet::new();
+    // SAFETY: `scan` and `slot` live until the end of the loop.
+    while unsafe { pg_sys::table_scan_getnextslot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) } {
+        pgrx::check_for_interrupts!();
+        let mut null = false;
+        // SAFETY: the slot holds a row of the table, of which `key` is a column.
+        let datum = unsafe { pg_sys::slot_getattr(slot, key.into(), &mut null) };
+        if null {
+            continue;
         }
-        Ok::<_, pgrx::spi::Error>(Some(out))
-    })
-    .ok()
-    .flatten()
+        if cosine {
+            // A zero vector is not indexed with the cosine metric (as the build decides).
+            let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+            // SAFETY: a non-NULL vector; a detoasted copy is freed once read.
+            let value = unsafe { pg_sys::pg_detoast_datum(raw) };
+            let zero = norm(vector_slice(value)) == 0.0;
+            if value != raw {
+                // SAFETY: `value` is the palloc'd copy, read no more.
+                unsafe { pg_sys::pfree(value.cast()) };
+            }
+            if zero {
+                continue;
+            }
+        }
+        // SAFETY: a table scan sets the slot's tts_tid to the row's TID.
+        rows.insert(tid_key(&unsafe { (*slot).tts_tid }));
+    }
+    // SAFETY: each is released once, in the reverse order of its creation.
+    unsafe {
+        pg_sys::table_endscan(scan);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(heap, pg_sys::NoLock as i32);
+    }
+    Some(rows)
 }
 
 // omen_check_json(regclass) -> cstring (JSON); wrapped as a record in SQL.
 pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     let index = open_omen_index(call);
+    check_wrapper_privilege(index, c"omen_check");
     // A merge running beside the check would move entries from the buffer into the graph
     // between the two reads: wait for it, and hold merges off until the check is done.
     // (A hot standby runs no merges, and its replay takes no such lock.)
@@ -266,8 +391,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             }
         }
     }
-    let oid = pg_sys::Oid::from(call.datum(0).value() as u32).to_u32();
-    let heap = heap_rows(oid, meta.metric() == omen_core::distance::Metric::Cosine);
+    let heap = heap_rows(index, meta.metric() == omen_core::distance::Metric::Cosine);
     // A node that is not reachable matters when its row is visible; the node of a row whose
     // insert was aborted (say, by a crash before the node was linked) waits for VACUUM.
     let unreachable: Vec<(u32, u16)> = adjacency
