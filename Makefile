@@ -8,10 +8,10 @@ deps:
 	scripts/deps.sh
 
 install: deps
-	cargo pgrx install --pg-config /usr/bin/pg_config
+	scripts/install.sh /usr/bin/pg_config
 
 install-pg18: deps
-	source scripts/env.sh && cargo pgrx install --pg-config "$$(pg18_home)/bin/pg_config"
+	source scripts/env.sh && scripts/install.sh "$$(pg18_home)/bin/pg_config"
 
 # Everything: lint, unit, pgrx and pg_regress tests, then the integration tests (pytest).
 # Arguments for pytest: make test PYTEST_ARGS='-k churn'

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 DATA=${1:?usage: bench/run.sh DATA_FOLDER [run.py options]}
 shift
 PG18=$(pg18_home)
-cargo pgrx install --release --pg-config "$PG18/bin/pg_config" >/dev/null
+scripts/install.sh "$PG18/bin/pg_config" --release >/dev/null
 DIR=/tmp/omen-bench-pg18 PORT=54400
 scripts/pgserver.sh start "$PG18/bin" "$DIR" "$PORT" shared_buffers=4GB maintenance_work_mem=4GB \
     max_parallel_maintenance_workers=1 max_parallel_workers_per_gather=0 jit=off

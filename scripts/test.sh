@@ -25,13 +25,13 @@ step() {
 
 lint() {
     step "rustfmt" cargo fmt --check
-    step "clippy (all targets, warnings are errors)" cargo clippy --all-targets -- -D warnings
+    step "clippy (all targets, warnings are errors)" cargo clippy --workspace --all-targets -- -D warnings
     step "ruff check (tests, scripts, bench)" "$PEERS_VENV/bin/ruff" check
     step "ruff format --check" "$PEERS_VENV/bin/ruff" format --check
 }
 
 regress15() {
-    step "install into PostgreSQL 15" cargo pgrx install --pg-config "$PG15_CONFIG"
+    step "install into PostgreSQL 15" scripts/install.sh "$PG15_CONFIG"
     step "pg_regress suite (pg_virtualenv, PostgreSQL 15)" pg_virtualenv -v 15 scripts/regress.sh
 }
 
@@ -49,7 +49,7 @@ all)
     step "omen-core: unit and property tests" cargo test -p omen-core
     step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdata /tmp/omen-pgrx-test
     regress15
-    step "install into PostgreSQL 18 (the pgvector peer)" cargo pgrx install --pg-config "$(pg18_home)/bin/pg_config"
+    step "install into PostgreSQL 18 (the pgvector peer)" scripts/install.sh "$(pg18_home)/bin/pg_config"
     data_dir >/dev/null # fail here, with its message, when the data sets are missing
     # One pytest run: throwaway servers of their own (scripts/pgserver.sh, free ports, data in
     # /tmp/omen-it-*, kept only when a test fails) on PostgreSQL 15 and on the wheel's 18.

@@ -5,5 +5,5 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
-cargo pgrx install --pg-config "$(pg18_home)/bin/pg_config" >/dev/null
+scripts/install.sh "$(pg18_home)/bin/pg_config" >/dev/null
 exec "$PY" -m pytest -v -m pg18 "$@"

@@ -64,6 +64,25 @@ mod tests {
         let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('t_v_idx')").unwrap().unwrap();
         assert!(ok);
     }
+
+    /// An index of an older layout (here: its metapage set back to layout 2, as omendb
+    /// 0.1.0 wrote it) is refused with an ERROR that says to REINDEX, not misread.
+    #[pg_test(error = "omen index \"old_v_idx\" was built by an older omendb (layout version 2); REINDEX it")]
+    fn an_older_layout_asks_for_reindex() {
+        Spi::run("CREATE TABLE old (id int, v vector(2))").unwrap();
+        Spi::run("INSERT INTO old SELECT i, ARRAY[i, 1]::real[]::vector FROM generate_series(1, 50) i").unwrap();
+        Spi::run("CREATE INDEX old_v_idx ON old USING omen (v)").unwrap();
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'old_v_idx'::regclass::oid").unwrap().unwrap();
+        // SAFETY: the index exists (just created); opened and closed with a lock that
+        // keeps it while its metapage is rewritten.
+        unsafe {
+            let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            crate::storage::page_store::update_meta(index, |m| m.version = 2);
+            pg_sys::index_close(index, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        }
+        Spi::run("SET enable_seqscan = off").unwrap();
+        Spi::get_one::<i32>("SELECT id FROM old ORDER BY v <-> '[3,1]' LIMIT 1").unwrap();
+    }
 }
 
 /// Required by `cargo pgrx test`.

@@ -84,12 +84,15 @@ SET omen.search_list_size = 100;
 SHOW omen.search_list_size;
 RESET omen.search_list_size;
 
--- A node must fit on a page.
+-- A node record (its neighbours' ids and codes) must fit on a page: the limit is on
+-- max_neighbors; vectors of any size fit (past a page, their records span pages).
 CREATE TABLE too_wide (v vector(2000));
+CREATE INDEX ON too_wide USING omen (v) WITH (max_neighbors = 64);
 CREATE INDEX ON too_wide USING omen (v);
-CREATE INDEX ON too_wide USING omen (v) WITH (max_neighbors = 8);
-CREATE TABLE widest (v vector(1995));
+CREATE TABLE widest (v vector(16000));
 CREATE INDEX ON widest USING omen (v);
+INSERT INTO widest SELECT array_fill(i::real, ARRAY[16000])::vector FROM generate_series(1, 3) i;
+SELECT subvector(v, 1, 2) AS nearest_to_2 FROM widest ORDER BY v <-> array_fill(2.1::real, ARRAY[16000])::vector LIMIT 1;
 DROP TABLE too_wide, widest;
 
 -- A query vector of other dimensions is an error.

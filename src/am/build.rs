@@ -15,8 +15,7 @@ use super::options::{graph_params, metric_of};
 use crate::storage::buffer::pin_and_lock;
 use crate::storage::layout::*;
 use crate::storage::page_store::{
-    PagePacker, PageStore, fill_node_record, fill_vector_record, index_name, read_meta, write_centroid_page,
-    write_meta_page,
+    PagePacker, PageStore, centroid_pages, fill_node_record, fill_vector_record, index_name, read_meta, write_meta_page,
 };
 use crate::types::fmgr::datum_vector;
 use omen_core::quant::Quantizer;
@@ -278,9 +277,9 @@ fn write_graph(state: &mut BuildState) {
     let mut image = vec![0u64; PAGE_SIZE / 8];
     write_meta_page(image.as_mut_ptr().cast(), &meta);
     write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
-    image.fill(0);
-    write_centroid_page(image.as_mut_ptr().cast(), &centroid);
-    write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &image);
+    for page in centroid_pages(&centroid) {
+        write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &page);
+    }
     if let Some(g) = built {
         let cb = layout.code_bytes;
         let codes = &g.codes;
@@ -306,7 +305,39 @@ fn write_graph(state: &mut BuildState) {
         }
         let mut packer = PagePacker::new(PageKind::Vector, layout.vectors_per_page);
         let mut rec = vec![0u8; layout.vector_size];
-        for i in 0..n {
+        if layout.chunks > 1 {
+            // Spanning vector records: one chunk a page, the chunks of a record on
+            // consecutive pages (build_vector_position).
+            let first = layout.build_vector_position(0, n).0;
+            let mut chunk = vec![0u8; std::mem::size_of::<ChunkHeader>() + CHUNK_PAYLOAD];
+            for i in 0..n {
+                fill_vector_record(
+                    &mut rec,
+                    &layout,
+                    &codes[i * cb..(i + 1) * cb],
+                    &state.vectors[i * dims..(i + 1) * dims],
+                );
+                let parts: Vec<&[u8]> = rec.chunks(CHUNK_PAYLOAD).collect();
+                for (j, part) in parts.iter().enumerate() {
+                    let block = first + (i * layout.chunks + j) as u32;
+                    let next = if j + 1 < parts.len() { block + 1 } else { NO_BLOCK };
+                    chunk.fill(0);
+                    chunk[..4].copy_from_slice(&next.to_ne_bytes());
+                    chunk[4..8].copy_from_slice(&(part.len() as u32).to_ne_bytes());
+                    chunk[8..8 + part.len()].copy_from_slice(part);
+                    let mut one = PagePacker::new(PageKind::Vector, 1);
+                    if one.push(&chunk).is_some() {
+                        unreachable!("an empty page holds a chunk");
+                    }
+                    let page = one.finish().expect("a chunk was added");
+                    write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &page);
+                }
+                if i % 64 == 0 {
+                    pgrx::check_for_interrupts!();
+                }
+            }
+        }
+        for i in (0..n).filter(|_| layout.chunks == 1) {
             fill_vector_record(
                 &mut rec,
                 &layout,

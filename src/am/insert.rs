@@ -41,7 +41,9 @@ pub unsafe extern "C-unwind" fn aminsert(
     if !null {
         let v = datum_vector(datum);
         let (buffered, threshold) = buffer_options(index);
-        if buffered {
+        // A vector too large for a buffer page (past about 2,000 dimensions) goes into the
+        // graph in place.
+        if buffered && insert_buffer::entries_per_page(v.len()) > 0 {
             insert_buffered(index, &tid, v, threshold);
         } else {
             insert_vector(index, &tid, v);
@@ -115,7 +117,8 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
 pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
     let Some(mut meta) = checked_meta(index, v) else { return };
     let mut store = PageStore::new(index, &meta);
-    store.cache_codes();
+    // The insert's prunes read the same candidates' vectors again and again.
+    store.cache_vectors();
     let id = store.append(tid, v);
     if meta.entry == NO_NODE {
         let mut became_entry = false;

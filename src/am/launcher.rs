@@ -45,6 +45,8 @@ static REQUESTS: PgLwLock<Requests> = unsafe { PgLwLock::new(c"omen merge reques
 static PRELOADED: AtomicBool = AtomicBool::new(false);
 
 /// From `_PG_init`: when preloading, sets up the request table and registers the launcher.
+// pgrx's `pg_shmem_init!` tests features pg13, pg14 and pg17, which this crate does not declare.
+#[allow(unexpected_cfgs)]
 pub fn init() {
     // SAFETY: a global PostgreSQL sets before loading preloaded libraries.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

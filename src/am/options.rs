@@ -123,7 +123,14 @@ pub fn init() {
 }
 
 fn parse_elt(name: &'static CStr, opttype: pg_sys::relopt_type::Type, offset: usize) -> pg_sys::relopt_parse_elt {
-    pg_sys::relopt_parse_elt { optname: name.as_ptr(), opttype, offset: offset as i32 }
+    pg_sys::relopt_parse_elt {
+        optname: name.as_ptr(),
+        opttype,
+        offset: offset as i32,
+        // PostgreSQL 18's offset of a "was it set" flag; 0: none kept.
+        #[cfg(feature = "pg18")]
+        isset_offset: 0,
+    }
 }
 
 /// `amoptions`: parses and validates the WITH (...) options.

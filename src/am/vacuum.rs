@@ -90,7 +90,9 @@ fn bulk_delete(
         return;
     }
     let mut store = PageStore::new(index, &meta);
-    store.cache_codes();
+    // Repairs read the same neighbourhoods' vectors again and again; liveness no longer
+    // changes once step 1 has marked the dead rows' nodes.
+    store.cache_vectors();
 
     // 0. Buffered entries of dead rows. (A LINKING entry's node is marked in step 1.)
     let mut dead_entries = 0f64;

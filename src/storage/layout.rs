@@ -20,9 +20,10 @@ pub const META_BLOCK: u32 = 0;
 pub const MAGIC: u32 = 0x4f4d_454e;
 /// Version of this layout.
 pub const LAYOUT_VERSION: u32 = 3;
-/// Block number of the centroid page.
+/// Block number of the (first) centroid page.
 pub const CENTROID_BLOCK: u32 = 1;
-/// The first block a build writes node pages to.
+/// No node or vector page comes before this block (the first after a one-page centroid);
+/// loops over node pages start here and skip pages of other kinds.
 pub const FIRST_NODE_BLOCK: u32 = 2;
 /// The seed of every index's code rotation.
 pub const CODE_SEED: u64 = 0x6f6d_656e_5242_5131;
@@ -148,7 +149,26 @@ pub struct Layout {
     /// A vector record: the node's code, then its floats.
     pub vector_size: usize,
     pub vectors_per_page: usize,
+    /// Pages one vector record spans: 1, or more for vectors too large for a page (then
+    /// each page holds one chunk, see [`ChunkHeader`], and `vectors_per_page` is 1).
+    pub chunks: usize,
 }
+
+/// The head of one chunk of a vector record that spans pages: the next chunk's block
+/// (NO_BLOCK for the last) and the bytes of the record this chunk holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkHeader {
+    pub next: u32,
+    pub len: u32,
+}
+
+/// Record bytes one chunk holds: a whole page's item, less its header.
+pub const CHUNK_PAYLOAD: usize =
+    (PAGE_SIZE - PAGE_HEADER - PAGE_OPAQUE - ITEM_ID) / 8 * 8 - std::mem::size_of::<ChunkHeader>();
+
+/// Floats of the centroid one centroid page holds.
+pub const CENTROID_FLOATS: usize = (PAGE_SIZE - PAGE_HEADER - PAGE_OPAQUE) / 4;
 
 /// Records of `size` bytes that fit on a page with a [`PageOpaque`].
 fn per_page(size: usize) -> usize {
@@ -162,8 +182,12 @@ impl Layout {
         let code_bytes = omen_core::quant::Quantizer::code_bytes_for(dims);
         let node_size = std::mem::size_of::<NodeHeader>() + (4 + code_bytes) * slack_degree;
         let vector_size = code_bytes + 4 * dims;
-        let (nodes_per_page, vectors_per_page) = (per_page(node_size), per_page(vector_size));
-        (nodes_per_page >= 1 && vectors_per_page >= 1).then_some(Layout {
+        let nodes_per_page = per_page(node_size);
+        let (vectors_per_page, chunks) = match per_page(vector_size) {
+            0 => (1, vector_size.div_ceil(CHUNK_PAYLOAD)),
+            n => (n, 1),
+        };
+        (nodes_per_page >= 1).then_some(Layout {
             dims,
             slack_degree,
             code_bytes,
@@ -171,7 +195,18 @@ impl Layout {
             nodes_per_page,
             vector_size,
             vectors_per_page,
+            chunks,
         })
+    }
+
+    /// Pages the centroid takes, from [`CENTROID_BLOCK`] on.
+    pub fn centroid_pages(&self) -> usize {
+        self.dims.div_ceil(CENTROID_FLOATS).max(1)
+    }
+
+    /// The first block a build writes node pages to, after the centroid's pages.
+    pub fn first_node_block(&self) -> u32 {
+        CENTROID_BLOCK + self.centroid_pages() as u32
     }
 
     /// Largest number of dimensions an index of `slack_degree` stored neighbours can hold.
@@ -193,10 +228,13 @@ impl Layout {
     }
 
     /// Where the vector record of the `i`-th node of a build of `n` nodes goes: vector
-    /// pages follow the node pages.
+    /// pages follow the node pages (a spanning record's chunks on consecutive pages).
     pub fn build_vector_position(&self, i: usize, n: usize) -> (u32, u16) {
-        let block = FIRST_NODE_BLOCK + (self.node_pages(n) + i / self.vectors_per_page) as u32;
-        (block, (i % self.vectors_per_page) as u16 + 1)
+        let first = self.first_node_block() + self.node_pages(n) as u32;
+        if self.chunks > 1 {
+            return (first + (i * self.chunks) as u32, 1);
+        }
+        (first + (i / self.vectors_per_page) as u32, (i % self.vectors_per_page) as u16 + 1)
     }
 }
 
@@ -225,9 +263,8 @@ pub fn node_location(id: NodeId) -> (u32, u16) {
     (id >> 8, (id & 0xff) as u16 + 1)
 }
 
-/// Where the `i`-th node of a build goes: nodes are packed in order from
-/// [`FIRST_NODE_BLOCK`] on.
+/// Where the `i`-th node of a build goes: nodes are packed in order after the centroid.
 pub fn build_position(i: usize, layout: &Layout) -> NodeId {
-    let block = FIRST_NODE_BLOCK + (i / layout.nodes_per_page) as u32;
+    let block = layout.first_node_block() + (i / layout.nodes_per_page) as u32;
     node_id(block, (i % layout.nodes_per_page) as u16 + 1)
 }

@@ -20,16 +20,30 @@ pub fn read_meta(index: pg_sys::Relation) -> Meta {
     if meta.magic != MAGIC {
         pgrx::error!("index \"{}\" is not an omen index", index_name(index));
     }
+    if meta.version > LAYOUT_VERSION {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "omen index \"{}\" was built by a newer omendb (layout version {}, this one reads {LAYOUT_VERSION})",
+                index_name(index),
+                meta.version
+            )
+        );
+    }
     if meta.version != LAYOUT_VERSION {
         pgrx::ereport!(
             ERROR,
-            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
-                "omen index \"{}\" has layout version {}, this omendb reads version {LAYOUT_VERSION}",
+                "omen index \"{}\" was built by an older omendb (layout version {}); REINDEX it",
                 index_name(index),
                 meta.version
             ),
-            format!("REINDEX INDEX {} to rebuild it.", index_name(index))
+            format!(
+                "This omendb reads layout version {LAYOUT_VERSION}: REINDEX INDEX {} rebuilds it.",
+                index_name(index)
+            )
         );
     }
     meta
@@ -46,29 +60,46 @@ pub fn write_meta_page(page: *mut u8, meta: &Meta) {
     }
 }
 
-/// Writes the codes' centroid into `page` (a page being built).
-pub fn write_centroid_page(page: *mut u8, centroid: &[f32]) {
-    init_page(page, PageKind::Centroid);
-    // SAFETY: the centroid has as many floats as a vector record, which fits on a page.
-    unsafe {
-        std::ptr::copy_nonoverlapping(centroid.as_ptr(), page.add(PAGE_HEADER).cast::<f32>(), centroid.len());
-        (*page.cast::<pg_sys::PageHeaderData>()).pd_lower = (PAGE_HEADER + 4 * centroid.len()) as u16;
-    }
+/// The page images of the codes' centroid: CENTROID_FLOATS floats a page, from
+/// CENTROID_BLOCK on (at least one page, even for an empty centroid).
+pub fn centroid_pages(centroid: &[f32]) -> Vec<Vec<u64>> {
+    let chunks: Vec<&[f32]> =
+        if centroid.is_empty() { vec![&[][..]] } else { centroid.chunks(CENTROID_FLOATS).collect() };
+    chunks
+        .into_iter()
+        .map(|part| {
+            let mut image = vec![0u64; PAGE_SIZE / 8];
+            let page: *mut u8 = image.as_mut_ptr().cast();
+            init_page(page, PageKind::Centroid);
+            // SAFETY: CENTROID_FLOATS floats fit between the header and the special area.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), page.add(PAGE_HEADER).cast::<f32>(), part.len());
+                (*page.cast::<pg_sys::PageHeaderData>()).pd_lower = (PAGE_HEADER + 4 * part.len()) as u16;
+            }
+            image
+        })
+        .collect()
 }
 
-/// The quantizer of an index: its centroid page and the fixed seed.
+/// The quantizer of an index: its centroid pages and the fixed seed.
 pub fn read_quantizer(index: pg_sys::Relation, meta: &Meta) -> Quantizer {
     let dims = (meta.dims as usize).max(1);
     let mut centroid = vec![0f32; dims];
     if meta.has_centroid != 0 {
-        let guard = ReadGuard::new(index, CENTROID_BLOCK);
-        if page_kind(guard.page()) != Some(PageKind::Centroid) {
-            pgrx::error!("omen index \"{}\" is corrupt: block 1 is not its centroid page", index_name(index));
+        for (i, part) in centroid.chunks_mut(CENTROID_FLOATS).enumerate() {
+            let guard = ReadGuard::new(index, CENTROID_BLOCK + i as u32);
+            if page_kind(guard.page()) != Some(PageKind::Centroid) {
+                pgrx::error!("omen index \"{}\" is corrupt: its centroid pages are missing", index_name(index));
+            }
+            // SAFETY: each centroid page holds its part's floats after its header.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    guard.page().add(PAGE_HEADER).cast::<f32>(),
+                    part.as_mut_ptr(),
+                    part.len(),
+                )
+            };
         }
-        // SAFETY: the centroid page holds `dims` floats after its header (write_centroid_page).
-        unsafe {
-            std::ptr::copy_nonoverlapping(guard.page().add(PAGE_HEADER).cast::<f32>(), centroid.as_mut_ptr(), dims)
-        };
     }
     Quantizer::new(meta.metric(), dims, centroid, CODE_SEED)
 }
@@ -350,6 +381,13 @@ impl PageStore {
 
     /// Runs `f` on the code and vector of the vector record at `location`.
     fn read_vector_record<R>(&self, location: (u32, u16), f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
+        if self.layout.chunks > 1 {
+            let bytes = self.read_chunks(location.0);
+            let cb = self.layout.code_bytes;
+            let floats: Vec<f32> =
+                bytes[cb..].chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().expect("4 bytes"))).collect();
+            return f(&bytes[..cb], &floats);
+        }
         let guard = ReadGuard::new(self.index, location.0);
         if location.1 == 0 || location.1 as usize > vector_count(guard.page()) {
             pgrx::error!(
@@ -362,6 +400,78 @@ impl PageStore {
         // SAFETY: share-locked vector page, offset checked; the slices die with `f`.
         let (code, vector) = unsafe { vector_at(guard.page(), location.1, &self.layout) };
         f(code, vector)
+    }
+
+    /// The bytes of the spanning vector record whose first chunk is on `block`, one page
+    /// at a time.
+    fn read_chunks(&self, mut block: u32) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.layout.vector_size);
+        while bytes.len() < self.layout.vector_size {
+            let guard = ReadGuard::new(self.index, block);
+            if block == NO_BLOCK || vector_count(guard.page()) != 1 {
+                pgrx::error!("omen index \"{}\" is corrupt: broken vector chunk at {block}", index_name(self.index));
+            }
+            // SAFETY: a chunk page's one item is a ChunkHeader and `len` bytes, within the page.
+            unsafe {
+                let it = item(guard.page(), 1);
+                let head = std::ptr::read_unaligned(it.cast::<ChunkHeader>());
+                let len = (head.len as usize).min(CHUNK_PAYLOAD);
+                bytes.extend_from_slice(std::slice::from_raw_parts(it.add(std::mem::size_of::<ChunkHeader>()), len));
+                block = head.next;
+            }
+            if block == NO_BLOCK {
+                break;
+            }
+        }
+        if bytes.len() != self.layout.vector_size {
+            pgrx::error!("omen index \"{}\" is corrupt: a vector record is cut short", index_name(self.index));
+        }
+        bytes
+    }
+
+    /// Writes `vrec` as chunks: over the chain that starts at `first` (a free slot's), or
+    /// on new pages when `first` is None; each page in a WAL record of its own, last chunk
+    /// first, so a chain is complete before anything points at it. Returns its first block.
+    fn write_chunks(&self, vrec: &[u8], first: Option<u32>) -> u32 {
+        let parts: Vec<&[u8]> = vrec.chunks(CHUNK_PAYLOAD).collect();
+        let mut blocks: Vec<u32> = Vec::with_capacity(parts.len());
+        if let Some(mut b) = first {
+            // The existing chain's blocks, in order.
+            for _ in 0..parts.len() {
+                blocks.push(b);
+                let guard = ReadGuard::new(self.index, b);
+                // SAFETY: a chunk page's first item starts with a ChunkHeader.
+                b = unsafe { std::ptr::read_unaligned(item(guard.page(), 1).cast::<ChunkHeader>()) }.next;
+            }
+        }
+        let mut next = NO_BLOCK;
+        let mut chunk = vec![0u8; std::mem::size_of::<ChunkHeader>() + CHUNK_PAYLOAD];
+        for (j, part) in parts.iter().enumerate().rev() {
+            let head = ChunkHeader { next, len: part.len() as u32 };
+            // SAFETY: `chunk` starts with room for a ChunkHeader.
+            unsafe { std::ptr::write_unaligned(chunk.as_mut_ptr().cast::<ChunkHeader>(), head) };
+            let size = std::mem::size_of::<ChunkHeader>() + part.len();
+            chunk[std::mem::size_of::<ChunkHeader>()..size].copy_from_slice(part);
+            let guard = match blocks.get(j) {
+                Some(&b) => {
+                    let g = WriteGuard::new(self.index, b);
+                    // SAFETY: the existing chunk item is as large as a full chunk (written
+                    // by this layout), on the locked working copy.
+                    unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), item(g.page(), 1), size) };
+                    g
+                }
+                None => {
+                    let g = WriteGuard::extend(self.index);
+                    init_page(g.page(), PageKind::Vector);
+                    // Every chunk item has the full size, so a reused chain fits any record.
+                    add_record(g.page(), &chunk, 1).expect("an empty page holds a chunk");
+                    g
+                }
+            };
+            next = guard.block();
+            guard.commit();
+        }
+        next
     }
 
     /// Runs `f` on node `id`'s vector and liveness, from the cache when it is enabled.
@@ -459,6 +569,19 @@ impl PageStore {
         if let Some(done) = self.reuse_free_slot(&mut rec, &vrec, &mut link) {
             return done;
         }
+        if self.layout.chunks > 1 {
+            // A spanning vector: its chunks first, then the node that points at them.
+            let location = (self.write_chunks(&vrec, None), 1);
+            let mut guard = match self.last_page_with_room(PageKind::Node) {
+                Some(block) => WriteGuard::new(self.index, block),
+                None => {
+                    let g = WriteGuard::extend(self.index);
+                    init_page(g.page(), PageKind::Node);
+                    g
+                }
+            };
+            return self.add_node(&mut guard, &rec, location).and_then(|id| self.commit_new(guard, id, &mut link));
+        }
         let vector_block = self.last_page_with_room(PageKind::Vector);
         let mut guard = match self.last_page_with_room(PageKind::Node) {
             Some(block) => WriteGuard::new(self.index, block),
@@ -484,21 +607,30 @@ impl PageStore {
                 (b, add_record(page, &vrec, max).expect("an empty page holds a vector"))
             }
         };
-        let header_at = guard.page();
-        let off = match add_record(header_at, &rec, self.layout.nodes_per_page) {
+        let id = self.add_node(&mut guard, &rec, location)?;
+        self.commit_new(guard, id, &mut link)
+    }
+
+    /// Adds the node record `rec`, pointing at the vector record at `location`, to the
+    /// node page of `guard`; returns its id.
+    fn add_node(&self, guard: &mut WriteGuard, rec: &[u8], location: (u32, u16)) -> Option<NodeId> {
+        let page = guard.page();
+        let off = match add_record(page, rec, self.layout.nodes_per_page) {
             Some(off) => off,
             None => pgrx::error!("omen index \"{}\": the node page filled up under its lock", index_name(self.index)),
         };
         // SAFETY: the record just added at `off` on the exclusively locked working copy.
-        let node = unsafe { node_at(header_at, off, &self.layout) };
+        let node = unsafe { node_at(page, off, &self.layout) };
         (node.header.vector_block, node.header.vector_offset) = location;
-        let id = node_id(guard.block(), off);
-        self.commit_new(guard, id, &mut link)
+        Some(node_id(guard.block(), off))
     }
 
     /// The block of one of the last few pages that is a `kind` page with room for another
     /// record (share-locked to look, then released): new nodes and vectors go there.
     fn last_page_with_room(&self, kind: PageKind) -> Option<u32> {
+        if kind == PageKind::Vector && self.layout.chunks > 1 {
+            return None;
+        }
         let count = block_count(self.index);
         let max = match kind {
             PageKind::Node => self.layout.nodes_per_page,
@@ -560,6 +692,23 @@ impl PageStore {
                 continue;
             };
             // The slot keeps its vector record: the new vector goes there.
+            if self.layout.chunks > 1 {
+                self.write_chunks(vrec, Some(location.0));
+                // SAFETY: the record at `off` is node_size bytes on the locked working copy;
+                // its header gets the (unchanged) vector location.
+                unsafe {
+                    let h = rec.as_mut_ptr().cast::<NodeHeader>();
+                    let mut header = std::ptr::read_unaligned(h);
+                    (header.vector_block, header.vector_offset) = location;
+                    std::ptr::write_unaligned(h, header);
+                    std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len());
+                }
+                let done = self.commit_new(guard, node_id(block, off), link);
+                if done.is_some() {
+                    record_free_slots(self.index, block, free, &self.layout);
+                }
+                return Some(done);
+            }
             let vpage = guard.also(self.index, location.0);
             if location.1 == 0 || location.1 as usize > vector_count(vpage) {
                 pgrx::error!("omen index \"{}\" is corrupt: free slot without a vector record", index_name(self.index));

@@ -41,6 +41,10 @@ pub struct Quantizer {
     padded: usize,
     /// Rotated coordinates kept.
     code_dims: usize,
+    /// Bits per kept coordinate ([`bits_for`]).
+    bits: usize,
+    /// Few dimensions: the "code" is the vector itself ([`exact_codes`]).
+    exact: bool,
     /// The power of two the transforms cover.
     block: usize,
     /// `2 * ROUNDS` sign vectors of `padded` entries (+1.0 or -1.0).
@@ -51,6 +55,7 @@ pub struct Quantizer {
 /// A query prepared against a [`Quantizer`]: rotated, with the terms every estimate shares.
 #[derive(Clone, Debug, Default)]
 pub struct PreparedQuery {
+    /// The rotated query (with exact codes: the query itself).
     rotated: Vec<f32>,
     total: f32,
     /// L2: `|q - c|²`. Inner product and cosine: `<c, q>`.
@@ -94,7 +99,9 @@ impl Quantizer {
         let block = 1usize << (usize::BITS - 1 - padded.leading_zeros());
         let mut state = seed;
         let signs = (0..2 * ROUNDS * padded).map(|_| if splitmix(&mut state) & 1 == 0 { 1.0 } else { -1.0 }).collect();
-        Quantizer { metric, dims, padded, code_dims: padded.min(MAX_CODE_DIMS), block, signs, centroid }
+        let code_dims = padded.min(MAX_CODE_DIMS);
+        let exact = exact_codes(dims);
+        Quantizer { metric, dims, padded, code_dims, bits: bits_for(code_dims), exact, block, signs, centroid }
     }
 
     /// The centroid of a set of vectors (`vectors` holds `dims`-float rows), normalizing
@@ -136,9 +143,31 @@ impl Quantizer {
 
     /// Bytes of one code for `dims` dimensions.
     pub fn code_bytes_for(dims: usize) -> usize {
-        dims.next_multiple_of(64).min(MAX_CODE_DIMS) / 8 + CODE_FACTORS
+        if exact_codes(dims) {
+            return (4 * dims).next_multiple_of(8);
+        }
+        quantized_bytes(dims)
     }
+}
 
+/// Whether vectors of `dims` dimensions are their own codes: when their floats take no
+/// more room than a quantized code (up to 12 dimensions), traversal is exact.
+pub fn exact_codes(dims: usize) -> bool {
+    4 * dims <= quantized_bytes(dims)
+}
+
+/// Bytes of a quantized code for `dims` dimensions.
+fn quantized_bytes(dims: usize) -> usize {
+    {
+        let m = dims.next_multiple_of(64).min(MAX_CODE_DIMS);
+        match bits_for(m) {
+            1 => m / 8 + CODE_FACTORS,
+            b => b * m / 8 + 2 * CODE_FACTORS,
+        }
+    }
+}
+
+impl Quantizer {
     /// `P v` (v padded with zeros), truncated to the kept coordinates, into `out`.
     fn rotate(&self, v: &[f32], out: &mut Vec<f32>) {
         out.clear();
@@ -177,6 +206,12 @@ impl Quantizer {
     pub fn encode(&self, v: &[f32], out: &mut [u8]) {
         debug_assert_eq!(out.len(), self.code_bytes());
         out.fill(0);
+        if self.exact {
+            for (i, x) in v.iter().enumerate() {
+                out[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+            }
+            return;
+        }
         let mut buf = Vec::new();
         let Some(x) = self.source(v, &mut buf) else { return };
         let residual: Vec<f32> = x.iter().zip(&self.centroid).map(|(a, c)| a - c).collect();
@@ -184,6 +219,27 @@ impl Quantizer {
         let mut rot = Vec::with_capacity(self.padded);
         self.rotate(&residual, &mut rot);
         let m = self.code_dims;
+        if self.bits > 1 {
+            // Each kept coordinate on a uniform grid of 2^bits levels between the vector's
+            // own minimum and maximum, stored as bit-planes.
+            let (lo, hi) = rot.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &r| (a.min(r), b.max(r)));
+            let levels = ((1usize << self.bits) - 1) as f32;
+            let delta = if hi > lo { (hi - lo) / levels } else { 0.0 };
+            for (i, &r) in rot.iter().enumerate() {
+                let q = if delta > 0.0 { ((r - lo) / delta).round().clamp(0.0, levels) as usize } else { 0 };
+                for b in 0..self.bits {
+                    if q >> b & 1 != 0 {
+                        out[b * m / 8 + i / 8] |= 1 << (i % 8);
+                    }
+                }
+            }
+            let stretch = self.padded as f32 / m as f32;
+            let at = self.bits * m / 8;
+            out[at..at + 4].copy_from_slice(&norm_sq.to_le_bytes());
+            out[at + 4..at + 8].copy_from_slice(&(lo * stretch).to_le_bytes());
+            out[at + 8..at + 12].copy_from_slice(&(delta * stretch).to_le_bytes());
+            return;
+        }
         for (i, &r) in rot.iter().enumerate() {
             if r > 0.0 {
                 out[i / 8] |= 1 << (i % 8);
@@ -202,6 +258,11 @@ impl Quantizer {
 
     /// Prepares `query` for [`Quantizer::estimate`] (reusing `prepared`'s buffers).
     pub fn prepare(&self, query: &[f32], prepared: &mut PreparedQuery) {
+        if self.exact {
+            prepared.rotated.clear();
+            prepared.rotated.extend_from_slice(query);
+            return;
+        }
         let mut buf = Vec::new();
         let q = self.source(query, &mut buf).unwrap_or(query);
         match self.metric {
@@ -222,10 +283,24 @@ impl Quantizer {
     /// and the vector of `code`.
     #[inline]
     pub fn estimate(&self, prepared: &PreparedQuery, code: &[u8]) -> f32 {
+        let float = |at: usize| f32::from_le_bytes(code[at..at + 4].try_into().expect("4 bytes"));
+        if self.exact {
+            let mut v = [0f32; 12];
+            for (i, x) in v.iter_mut().enumerate().take(self.dims) {
+                *x = float(4 * i);
+            }
+            return self.metric.rank_distance(&v[..self.dims], &prepared.rotated);
+        }
         let b = self.code_dims / 8;
-        let norm_sq = f32::from_le_bytes(code[b..b + 4].try_into().expect("4 bytes"));
-        let scale = f32::from_le_bytes(code[b + 4..b + 8].try_into().expect("4 bytes"));
-        let dot = scale * (2.0 * masked_sum(&prepared.rotated, &code[..b]) - prepared.total);
+        let (norm_sq, dot) = if self.bits == 1 {
+            (float(b), float(b + 4) * (2.0 * masked_sum(&prepared.rotated, &code[..b]) - prepared.total))
+        } else {
+            let at = self.bits * b;
+            let planes: f32 = (0..self.bits)
+                .map(|p| (1u32 << p) as f32 * masked_sum(&prepared.rotated, &code[p * b..(p + 1) * b]))
+                .sum();
+            (float(at), float(at + 4) * prepared.total + float(at + 8) * planes)
+        };
         match self.metric {
             Metric::L2 | Metric::L1 => norm_sq + prepared.base - 2.0 * dot,
             Metric::InnerProduct => -(prepared.base + dot),
@@ -233,6 +308,17 @@ impl Quantizer {
         }
     }
 }
+
+/// Bits per kept coordinate for `code_dims` kept coordinates: enough for about 512 bits a
+/// code, at most 4. One bit is RaBitQ's code; more bits are a uniform grid per vector
+/// (between its smallest and largest rotated coordinate), stored as bit-planes so the same
+/// masked-sum kernel estimates them.
+pub fn bits_for(code_dims: usize) -> usize {
+    (BITS_TARGET / code_dims).clamp(1, 4)
+}
+
+/// The code size [`bits_for`] aims at, in bits.
+const BITS_TARGET: usize = 512;
 
 /// `Σ values[i]` over the bits `i` set in `bits` (`values.len() == 8 * bits.len()`, a
 /// multiple of 64).
@@ -308,6 +394,25 @@ mod tests {
                 assert!((before - after).abs() < 1e-3 * before, "dims {dims}: {before} vs {after}");
             } else {
                 assert!(after < before);
+            }
+        }
+    }
+
+    /// Up to 12 dimensions the codes are the vectors: estimates are exact distances.
+    #[test]
+    fn few_dimensions_estimate_exactly() {
+        assert!(exact_codes(12) && !exact_codes(13));
+        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine, Metric::L1] {
+            for dims in [1, 3, 12] {
+                let data = rows(50, dims, 3);
+                let q = Quantizer::new(metric, dims, Quantizer::centroid_of(metric, dims, &data), 1);
+                let mut code = vec![0u8; q.code_bytes()];
+                let mut p = PreparedQuery::default();
+                q.prepare(&data[..dims], &mut p);
+                for v in data.chunks(dims) {
+                    q.encode(v, &mut code);
+                    assert_eq!(q.estimate(&p, &code), metric.rank_distance(v, &data[..dims]));
+                }
             }
         }
     }

@@ -1,0 +1,92 @@
+"""The query path of layout 3: vectors past a page (3,072 and 16,000 dimensions) and rows
+returned in exact distance order, checked against distances recomputed in SQL.
+"""
+
+import itertools
+
+import numpy as np
+
+from pgcluster import exact_topk, load, omen_check, phase, plan, recall, say, vec_text
+
+K = 10
+
+
+def side_by_side(images: np.ndarray, count: int, dims: int, rng) -> np.ndarray:
+    """`count` vectors of `dims` dimensions, each made of consecutive fashion-mnist images
+    side by side (cut to `dims`), scaled to [0, 1], with a little noise."""
+    per = -(-dims // images.shape[1])
+    rows = images[: count * per].reshape(count, per * images.shape[1])[:, :dims] / 255.0
+    return (rows + rng.normal(0, 0.01, rows.shape)).astype(np.float32)
+
+
+def test_3072_dimensions_recall(server, dataset):
+    base, queries, _ = dataset("fashion-mnist-784-euclidean")
+    rng = np.random.default_rng(7)
+    rows = side_by_side(base, 5000, 3072, rng)
+    probes = side_by_side(queries, 100, 3072, rng)
+    truth = exact_topk(rows, probes, K)
+    db = server.create_db("omen_3072")
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE items (id int, v vector(3072))")
+        with phase("COPY 5000 rows of 3072 dimensions"):
+            load(conn, "items", 0, rows)
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        with phase("CREATE INDEX ... USING omen (3072 dimensions: vector records span pages)"):
+            conn.execute("CREATE INDEX items_v ON items USING omen (v)")
+        omen_check(conn, "items_v")
+        sql = f"SELECT id FROM items ORDER BY v <-> %s LIMIT {K}"
+        assert "items_v" in plan(conn, sql, (vec_text(probes[0]),))
+        r = recall(conn, sql, probes, truth, K)
+    say(f"recall@{K} at 3072 dimensions: {r:.4f}")
+    assert r >= 0.95, f"recall@{K} at 3072 dimensions is {r:.4f}"
+
+
+def test_16000_dimensions_build_insert_self_match(server):
+    rng = np.random.default_rng(11)
+    rows = rng.normal(0, 1, (260, 16000)).astype(np.float32)
+    db = server.create_db("omen_16000")
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE items (id int, v vector(16000))")
+        load(conn, "items", 0, rows[:200])
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        with phase("CREATE INDEX on 200 rows of 16,000 dimensions"):
+            conn.execute("CREATE INDEX items_v ON items USING omen (v)")
+        with phase("60 inserts of 16,000 dimensions (in place: past a buffer page)"):
+            load(conn, "items", 200, rows[200:])
+        check = omen_check(conn, "items_v")
+        assert check["nodes"] == 260 and check["table_rows"] == 260, check
+        conn.execute("SET enable_seqscan = off")
+        for i in range(0, 260, 13):
+            got = conn.execute("SELECT id FROM items ORDER BY v <-> %s LIMIT 1", (vec_text(rows[i]),)).fetchone()[0]
+            assert got == i, f"row {i}'s nearest neighbour through the index is {got}"
+
+
+def test_rows_come_back_in_exact_order(server, dataset):
+    """For 100 queries, the first round's rows (LIMIT up to omen.search_list_size) are in
+    non-decreasing exact distance, recomputed in SQL for each returned row, for every
+    operator class; the buffered rows and the graph's rows interleave in that order too."""
+    base, queries, _ = dataset("siftsmall")
+    db = server.create_db("omen_exact_order")
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE items (id int, v vector(128))")
+        load(conn, "items", 0, base[:8000])
+        for ops, op in (("vector_l2_ops", "<->"), ("vector_cosine_ops", "<=>"), ("vector_ip_ops", "<#>")):
+            conn.execute(f"CREATE INDEX items_v ON items USING omen (v {ops}) WITH (buffer_threshold = 100000)")
+            if ops == "vector_l2_ops":
+                # Rows only the insert buffer holds, to interleave with the graph's.
+                load(conn, "items", 8000, base[8000:9000])
+            conn.execute("SET enable_seqscan = off")
+            for limit in (10, 40):
+                sql = (
+                    f"SELECT id, v {op} %s::vector AS d FROM "
+                    f"(SELECT id, v FROM items ORDER BY v {op} %s::vector LIMIT {limit}) s"
+                )
+                explained = plan(conn, sql, (vec_text(queries[0]),) * 2)
+                assert "items_v" in explained, explained
+                for q in queries[:100]:
+                    t = vec_text(q)
+                    d = [r[1] for r in conn.execute(sql, (t, t))]
+                    assert len(d) == limit
+                    assert all(a <= b for a, b in itertools.pairwise(d)), f"{ops}, LIMIT {limit}: out of order: {d}"
+            conn.execute("RESET enable_seqscan")
+            conn.execute("DROP INDEX items_v")
