@@ -132,7 +132,7 @@ unsafe extern "C-unwind" fn build_callback(
 
 /// The metapage for a new index.
 fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) -> Meta {
-    let layout = Layout::new(dims.max(1), params.slack_degree()).expect("checked by check_dims_fit");
+    let layout = Layout::new(dims.max(1), params.slack_degree()).expect("checked by Layout::check");
     Meta {
         magic: MAGIC,
         version: LAYOUT_VERSION,
@@ -162,21 +162,6 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         code_bytes: layout.code_bytes as u32,
         vector_size: layout.vector_size as u32,
         vectors_per_page: layout.vectors_per_page as u32,
-    }
-}
-
-/// ERROR when a node of `dims` dimensions cannot fit on a page.
-pub fn check_dims_fit(dims: usize, params: &GraphParams) {
-    if Layout::new(dims, params.slack_degree()).is_none() {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "omen indexes support at most {} dimensions with max_neighbors = {}, not {dims}",
-                Layout::max_dims(params.slack_degree()),
-                params.max_neighbors
-            )
-        );
     }
 }
 
@@ -257,7 +242,7 @@ fn build_in_threads(
 fn write_graph(state: &mut BuildState) {
     let dims = state.dims.unwrap_or_else(|| typmod_dims(state.index).unwrap_or(0));
     if dims > 0 {
-        check_dims_fit(dims, &state.params);
+        Layout::check(dims, &state.params);
     }
     let n = state.tids.len();
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_GRAPH);
@@ -374,7 +359,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let params = graph_params(index, metric);
     let dims = typmod_dims(index);
     if let Some(d) = dims {
-        check_dims_fit(d, &params);
+        Layout::check(d, &params);
     }
     // SAFETY: reading an integer GUC (kB) of this backend.
     let budget_bytes = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
@@ -410,7 +395,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         // Rows inserted one by one may have lost their only in-edge to a later prune;
         // link any such node back, as VACUUM does.
         Some(store) => {
-            let params = super::insert::params_of(&read_meta(index));
+            let params = read_meta(index).params();
             let mut search = BeamSearch::new();
             super::vacuum::reconnect_unreachable(store, state.entry, &params, &mut search);
         }

@@ -15,14 +15,14 @@ use omen_core::graph::{self, BeamSearch};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::merge::{BATCH, lock_merge, merge_some, unlock_merge};
+use super::merge::{BATCH, merge_some};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
 use super::worker::request_merge;
 use crate::storage::insert_buffer;
 use crate::storage::layout::*;
+use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{PageStore, index_name, read_meta, update_meta};
 use crate::types::fmgr::datum_vector;
-use omen_core::graph::GraphParams;
 
 /// `aminsert`.
 #[pg_guard]
@@ -89,7 +89,7 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
     if meta.dims == 0 {
         // The first vector of an index built empty on a column without typmod fixes the
         // dimensions.
-        super::build::check_dims_fit(v.len(), &params_of(&meta));
+        Layout::check(v.len(), &meta.params());
         update_meta(index, |m| {
             if m.dims == 0 {
                 let layout = Layout::new(v.len(), m.slack_degree as usize).expect("checked");
@@ -133,18 +133,7 @@ pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: 
         }
         meta = read_meta(index);
     }
-    let params = params_of(&meta);
+    let params = meta.params();
     let mut search = BeamSearch::new();
     graph::insert(&mut store, id, v, meta.entry, &params, &mut search);
-}
-
-/// The graph parameters an index was built with (its metapage, not its current options,
-/// which ALTER INDEX may have changed since).
-pub fn params_of(meta: &Meta) -> GraphParams {
-    GraphParams {
-        max_neighbors: meta.max_neighbors as usize,
-        build_list_size: meta.build_list_size as usize,
-        alpha: meta.alpha,
-        metric: meta.metric(),
-    }
 }

@@ -13,9 +13,10 @@ use omen_core::graph::NodeId;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::merge::{lock_merge, merge_all, unlock_merge};
+use super::merge::merge_all;
 use crate::storage::insert_buffer::{self, EntryHeader, LINKING, PENDING};
 use crate::storage::layout::*;
+use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
 use crate::types::fmgr::{Call, cstring_datum, pg_fn, vector_slice};
 

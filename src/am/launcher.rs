@@ -107,9 +107,24 @@ pub extern "C-unwind" fn omen_merge_launcher_main(_arg: pg_sys::Datum) {
             }
             last.insert((r.database, r.index), Instant::now());
             let oid = |v: u32| pg_sys::Oid::from(v);
-            if !super::worker::start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index)) {
+            if !start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index)) {
                 pgrx::log!("omen merge launcher: could not start a merge worker (max_worker_processes is exhausted)");
             }
         }
     }
+}
+
+/// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
+/// index in the worker's process title). False when no worker slot is free.
+pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> bool {
+    BackgroundWorkerBuilder::new(&format!("omen merge of {label}"))
+        .set_type("omen merge worker")
+        .set_library("omendb")
+        .set_function("omen_merge_worker_main")
+        .set_argument(Some(pg_sys::Datum::from(index.to_u32())))
+        .set_extra(&db.to_u32().to_string())
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .load_dynamic()
+        .is_ok()
 }

@@ -11,7 +11,7 @@
 //! up to 64 MiB): the searches of one merge cross the same neighbourhoods again and again.
 //!
 //! One merge runs at a time per index: every merger holds the heavyweight lock on the
-//! index's pseudo-page [`MERGE_LOCK_BLOCK`] (a `LockPage` lock, released at the end of the
+//! index's pseudo-page `MERGE_LOCK_BLOCK` (`storage::merge_lock`) (a `LockPage` lock, released at the end of the
 //! transaction at the latest). The background worker takes it without waiting and exits
 //! if somebody else has it; `omen_flush`, VACUUM and an insert past the buffer's hard cap
 //! wait for it. VACUUM holds it for its whole run, so it never sees a merge half done.
@@ -19,36 +19,12 @@
 use omen_core::graph::{self, BeamSearch, NodeId};
 use pgrx::pg_sys;
 
-use super::insert::params_of;
 use crate::storage::insert_buffer::{self, Entry, LINKING, MERGED, PENDING};
 use crate::storage::layout::*;
 use crate::storage::page_store::{PageStore, read_meta, update_meta};
 
-/// The pseudo block number whose page lock stands for "merging this index".
-pub const MERGE_LOCK_BLOCK: u32 = u32::MAX - 1;
 /// Entries merged together (their back-edges are added together).
 pub const BATCH: usize = 64;
-
-/// Takes the merge lock of `index`, waiting for it or not; returns whether it is held.
-pub fn lock_merge(index: pg_sys::Relation, wait: bool) -> bool {
-    let mode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
-    // SAFETY: a heavyweight lock on a pseudo page of an open relation; it is released by
-    // `unlock_merge` or at the end of the transaction.
-    unsafe {
-        if wait {
-            pg_sys::LockPage(index, MERGE_LOCK_BLOCK, mode);
-            true
-        } else {
-            pg_sys::ConditionalLockPage(index, MERGE_LOCK_BLOCK, mode)
-        }
-    }
-}
-
-/// Releases the merge lock taken by `lock_merge`.
-pub fn unlock_merge(index: pg_sys::Relation) {
-    // SAFETY: the caller holds the lock (lock_merge returned true).
-    unsafe { pg_sys::UnlockPage(index, MERGE_LOCK_BLOCK, pg_sys::ExclusiveLock as pg_sys::LOCKMODE) };
-}
 
 /// Where a merge of one segment is, so that a worker can go on from batch to batch (and
 /// transaction to transaction) without walking the segment again.
@@ -132,7 +108,7 @@ pub fn merge_all(index: pg_sys::Relation) -> usize {
 fn merge_batch(store: &mut PageStore, batch: &[Entry]) {
     let index = store.index;
     let mut meta = read_meta(index);
-    let params = params_of(&meta);
+    let params = meta.params();
     let metric = meta.metric();
     let mut search = BeamSearch::new();
     let mut placed: Vec<(NodeId, usize)> = Vec::new();

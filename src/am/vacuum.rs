@@ -27,10 +27,10 @@ use omen_core::graph::{self, BeamSearch, GraphStore, NodeId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::insert::params_of;
-use super::merge::{lock_merge, merge_all, unlock_merge};
+use super::merge::merge_all;
 use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING};
 use crate::storage::layout::*;
+use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
 
 /// Repair search list size l_d, and edges given to each in-neighbour (c in the paper).
@@ -166,7 +166,7 @@ fn bulk_delete(
         })
         .collect();
     let gone: HashSet<NodeId> = deleted.iter().map(|(id, _)| *id).collect();
-    let params = params_of(&meta);
+    let params = meta.params();
     let mut search = BeamSearch::new();
 
     // 2. Entry point.

@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
-use super::merge::{MergeCursor, lock_merge, merge_some, unlock_merge};
+use super::merge::{MergeCursor, merge_some};
 use crate::storage::layout::NO_BLOCK;
+use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -91,26 +92,11 @@ fn launch(index: pg_sys::Relation) -> Launch {
     unlock_merge(index);
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
-    if super::launcher::request(db, oid) || start_worker(db, oid, &index_name(index)) {
+    if super::launcher::request(db, oid) || super::launcher::start_worker(db, oid, &index_name(index)) {
         Launch::Started
     } else {
         Launch::Failed
     }
-}
-
-/// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
-/// index in the worker's process title). False when no worker slot is free.
-pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> bool {
-    BackgroundWorkerBuilder::new(&format!("omen merge of {label}"))
-        .set_type("omen merge worker")
-        .set_library("omendb")
-        .set_function("omen_merge_worker_main")
-        .set_argument(Some(pg_sys::Datum::from(index.to_u32())))
-        .set_extra(&db.to_u32().to_string())
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .load_dynamic()
-        .is_ok()
 }
 
 /// The worker's entry point (`bgw_function_name`): merges the insert buffer of the index

@@ -12,7 +12,7 @@
 //! itself is expanded (for its exact distance) or by the graph's writers.
 
 use omen_core::distance::Metric;
-use omen_core::graph::NodeId;
+use omen_core::graph::{GraphParams, NodeId};
 
 /// Block number of the metapage.
 pub const META_BLOCK: u32 = 0;
@@ -121,6 +121,17 @@ impl Meta {
     pub fn metric(&self) -> Metric {
         Metric::from_code(self.metric as u8).unwrap_or(Metric::L2)
     }
+
+    /// The graph parameters the index was built with (its metapage, not its current
+    /// options, which ALTER INDEX may have changed since).
+    pub fn params(&self) -> GraphParams {
+        GraphParams {
+            max_neighbors: self.max_neighbors as usize,
+            build_list_size: self.build_list_size as usize,
+            alpha: self.alpha,
+            metric: self.metric(),
+        }
+    }
 }
 
 /// The fixed header of a node record; the neighbour ids and then their codes follow it.
@@ -207,6 +218,23 @@ impl Layout {
     /// The first block a build writes node pages to, after the centroid's pages.
     pub fn first_node_block(&self) -> u32 {
         CENTROID_BLOCK + self.centroid_pages() as u32
+    }
+
+    /// The layout for `dims` dimensions under `params`, or an ERROR (54000) when a node
+    /// record would not fit on a page.
+    pub fn check(dims: usize, params: &GraphParams) -> Layout {
+        if let Some(layout) = Layout::new(dims, params.slack_degree()) {
+            return layout;
+        }
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "omen indexes support at most {} dimensions with max_neighbors = {}, not {dims}",
+                Layout::max_dims(params.slack_degree()),
+                params.max_neighbors
+            )
+        );
     }
 
     /// Largest number of dimensions an index of `slack_degree` stored neighbours can hold.

@@ -27,4 +27,5 @@
 pub mod buffer;
 pub mod insert_buffer;
 pub mod layout;
+pub mod merge_lock;
 pub mod page_store;

@@ -572,25 +572,11 @@ impl PageStore {
         if self.layout.chunks > 1 {
             // A spanning vector: its chunks first, then the node that points at them.
             let location = (self.write_chunks(&vrec, None), 1);
-            let mut guard = match self.last_page_with_room(PageKind::Node) {
-                Some(block) => WriteGuard::new(self.index, block),
-                None => {
-                    let g = WriteGuard::extend(self.index);
-                    init_page(g.page(), PageKind::Node);
-                    g
-                }
-            };
+            let mut guard = self.lock_node_page_with_room();
             return self.add_node(&mut guard, &rec, location).and_then(|id| self.commit_new(guard, id, &mut link));
         }
         let vector_block = self.last_page_with_room(PageKind::Vector);
-        let mut guard = match self.last_page_with_room(PageKind::Node) {
-            Some(block) => WriteGuard::new(self.index, block),
-            None => {
-                let g = WriteGuard::extend(self.index);
-                init_page(g.page(), PageKind::Node);
-                g
-            }
-        };
+        let mut guard = self.lock_node_page_with_room();
         let max = self.layout.vectors_per_page;
         let mut placed = None;
         if let Some(b) = vector_block {
@@ -625,6 +611,34 @@ impl PageStore {
         Some(node_id(guard.block(), off))
     }
 
+    /// A node page with room for another record, exclusively locked: one of the last few
+    /// pages, else a new one. Another backend may fill the page between the look and the
+    /// lock: then the next candidate is tried.
+    fn lock_node_page_with_room(&self) -> WriteGuard {
+        for _ in 0..4 {
+            let Some(block) = self.last_page_with_room(PageKind::Node) else { break };
+            let guard = WriteGuard::new(self.index, block);
+            if self.has_room(guard.page(), PageKind::Node) {
+                return guard;
+            }
+        }
+        let guard = WriteGuard::extend(self.index);
+        init_page(guard.page(), PageKind::Node);
+        guard
+    }
+
+    /// Whether `page` is a `kind` page with room for one more record.
+    fn has_room(&self, page: *const u8, kind: PageKind) -> bool {
+        let (max, size) = match kind {
+            PageKind::Node => (self.layout.nodes_per_page, self.layout.node_size),
+            _ => (self.layout.vectors_per_page, self.layout.vector_size),
+        };
+        // SAFETY: PageGetFreeSpace reads the header of a locked page.
+        page_kind(page) == Some(kind)
+            && item_count(page) < max
+            && unsafe { pg_sys::PageGetFreeSpace(page as *mut _) } >= size.next_multiple_of(8)
+    }
+
     /// The block of one of the last few pages that is a `kind` page with room for another
     /// record (share-locked to look, then released): new nodes and vectors go there.
     fn last_page_with_room(&self, kind: PageKind) -> Option<u32> {
@@ -632,18 +646,9 @@ impl PageStore {
             return None;
         }
         let count = block_count(self.index);
-        let max = match kind {
-            PageKind::Node => self.layout.nodes_per_page,
-            _ => self.layout.vectors_per_page,
-        };
         (FIRST_NODE_BLOCK..count).rev().take(4).find(|&block| {
             let guard = ReadGuard::new(self.index, block);
-            let page = guard.page();
-            let size = if kind == PageKind::Node { self.layout.node_size } else { self.layout.vector_size };
-            // SAFETY: PageGetFreeSpace reads the header of the share-locked page.
-            page_kind(page) == Some(kind)
-                && item_count(page) < max
-                && unsafe { pg_sys::PageGetFreeSpace(page as *mut _) } >= size.next_multiple_of(8)
+            self.has_room(guard.page(), kind)
         })
     }
 
