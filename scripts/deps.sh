@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing omendb needs, skipping whatever is already there:
 # Debian packages, the Python environment with the pgvector peer server (PEERS.md),
-# cargo-pgrx 0.18.0 and its `cargo pgrx init` for PostgreSQL 15 (Debian) and 18 (the peer).
+# cargo-pgrx 0.18.0 and its `cargo pgrx init` for PostgreSQL 15 (Debian), 16 and 18 (the peer).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
@@ -33,9 +33,12 @@ if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]; then
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
+pg16_config="$(pg16_home)/bin/pg_config"
 pg18_config="$(pg18_home)/bin/pg_config"
 config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
-if ! grep -q "^pg15 = \"/usr/bin/pg_config\"" "$config" 2>/dev/null || ! grep -q "^pg18 = \"$pg18_config\"" "$config" 2>/dev/null; then
-    echo "deps: cargo pgrx init (pg15: Debian, pg18: the pgvector peer)"
-    cargo pgrx init --pg15 /usr/bin/pg_config --pg18 "$pg18_config"
+if ! grep -q "^pg15 = \"/usr/bin/pg_config\"" "$config" 2>/dev/null ||
+    ! grep -q "^pg16 = \"$pg16_config\"" "$config" 2>/dev/null ||
+    ! grep -q "^pg18 = \"$pg18_config\"" "$config" 2>/dev/null; then
+    echo "deps: cargo pgrx init (pg15: Debian, pg16 and pg18: the pgvector peer)"
+    cargo pgrx init --pg15 /usr/bin/pg_config --pg16 "$pg16_config" --pg18 "$pg18_config"
 fi
