@@ -49,6 +49,7 @@ all)
     step "omen-core: unit and property tests" cargo test -p omen-core
     step "pgrx tests on PostgreSQL 15" cargo pgrx test pg15 --runas postgres --pgdata /tmp/omen-pgrx-test
     regress15
+    step "PostgreSQL 16 and 18: pgrx tests, install, pg_regress (scripts/test_matrix.sh)" scripts/test_matrix.sh 16 18
     step "install into PostgreSQL 18 (the pgvector peer)" scripts/install.sh "$(pg18_home)/bin/pg_config"
     data_dir >/dev/null # fail here, with its message, when the data sets are missing
     # One pytest run: throwaway servers of their own (scripts/pgserver.sh, free ports, data in

@@ -314,7 +314,11 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     let mut adjacency: std::collections::HashMap<NodeId, NodeEntry> = Default::default();
     let mut free_slots = HashSet::new();
     if meta.dims > 0 {
-        let store = PageStore::new(index, &meta);
+        let mut store = PageStore::new(index, &meta);
+        store.cache_codes();
+        // Every edge carries its target's code: (node, neighbour, code on the edge).
+        let mut edge_codes: Vec<(NodeId, NodeId, Box<[u8]>)> = Vec::new();
+        let cb = store.layout.code_bytes;
         store.for_each_node(|id, n| {
             if n.is_free() {
                 free_slots.insert(id);
@@ -322,7 +326,24 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             }
             let tid = tid_key(&n.heap_tid());
             adjacency.insert(id, (n.is_deleted(), tid, n.neighbors().to_vec()));
+            for (i, &m) in n.neighbors().iter().enumerate() {
+                edge_codes.push((id, m, n.codes_area[i * cb..(i + 1) * cb].into()));
+            }
         });
+        let mut stale = 0usize;
+        let mut example = None;
+        for (id, m, code) in &edge_codes {
+            if !adjacency.contains_key(m) {
+                continue; // reported below as an edge to a missing node
+            }
+            if store.code_of(*m) != *code {
+                stale += 1;
+                example.get_or_insert((*id, *m));
+            }
+        }
+        if let Some((id, m)) = example {
+            problems.push(format!("{stale} edges carry a code that is not their target's (e.g. {id} -> {m})"));
+        }
     }
     // The buffer: a PENDING entry stands for its row; a LINKING entry's node must exist
     // with the same row. Either way a scan returns the row from the buffer.

@@ -208,10 +208,8 @@ fn bulk_delete(
                 node.header.neighbor_count = 0;
                 changed = true;
             } else if !node.is_free() {
-                let kept: Vec<NodeId> = node.neighbors().iter().copied().filter(|n| !gone.contains(n)).collect();
-                if kept.len() != node.neighbors().len() {
-                    node.neighbors_area[..kept.len()].copy_from_slice(&kept);
-                    node.header.neighbor_count = kept.len() as u16;
+                // Ids and their codes move together.
+                if node.retain_neighbors(|n| !gone.contains(&n)) {
                     changed = true;
                 }
             }

@@ -173,6 +173,26 @@ impl NodeRef<'_> {
         self.header.flags & FLAG_FREE != 0
     }
 
+    /// Keeps the neighbours for which `keep` is true, in order, each with its code; returns
+    /// whether any was dropped.
+    pub fn retain_neighbors(&mut self, mut keep: impl FnMut(NodeId) -> bool) -> bool {
+        let count = self.header.neighbor_count as usize;
+        let cb = self.codes_area.len() / self.neighbors_area.len().max(1);
+        let mut kept = 0;
+        for i in 0..count {
+            let n = self.neighbors_area[i];
+            if keep(n) {
+                if kept != i {
+                    self.neighbors_area[kept] = n;
+                    self.codes_area.copy_within(i * cb..(i + 1) * cb, kept * cb);
+                }
+                kept += 1;
+            }
+        }
+        self.header.neighbor_count = kept as u16;
+        kept != count
+    }
+
     /// Where the node's vector record is: block and 1-based offset.
     pub fn vector_location(&self) -> (u32, u16) {
         (self.header.vector_block, self.header.vector_offset)
