@@ -20,7 +20,7 @@ from common import RESULTS, data_from_args, fresh_db, phase, say, vecs
 K = 10
 # The data set's metric: cosine for sentence embeddings, L2 otherwise (set in main).
 OPS, OP = "vector_l2_ops", "<->"
-OMEN_SWEEP = [16, 24, 40, 64, 100, 200]
+OMEN_SWEEP = [16, 24, 32, 48, 64, 100]
 HNSW_SWEEP = [10, 20, 40, 80, 160, 320]
 
 

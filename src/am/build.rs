@@ -158,6 +158,8 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         last_merge_end: 0,
         merged_entries: 0,
         merge_sealed_at: 0,
+        // SAFETY: reads the clock.
+        build_id: unsafe { pg_sys::GetCurrentTimestamp() },
         has_centroid: 0,
         code_bytes: layout.code_bytes as u32,
         vector_size: layout.vector_size as u32,

@@ -27,11 +27,18 @@ use pgrx::prelude::*;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
 use crate::storage::insert_buffer::{self, LINKING, PENDING};
-use crate::storage::layout::{NO_NODE, tid_key, tid_of};
+use crate::storage::layout::{Meta, NO_BLOCK, NO_NODE, tid_key, tid_of};
 use crate::storage::page_store::{PageStore, read_meta};
 use crate::types::fmgr::datum_vector;
 
-/// Per-scan state, allocated in the scan's memory context and dropped with it.
+std::thread_local! {
+    /// Searches of ended scans, whose buffers (candidate list, visited set) the next scan
+    /// of this backend reuses instead of growing new ones.
+    static SEARCHES: std::cell::RefCell<Vec<BeamSearch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Per-scan state, allocated in the scan's memory context and dropped with it (its search
+/// then goes back to the pool).
 struct ScanState {
     store: PageStore,
     entry: NodeId,
@@ -49,6 +56,17 @@ struct ScanState {
     buffered_tids: HashSet<(u32, u16)>,
 }
 
+impl Drop for ScanState {
+    fn drop(&mut self) {
+        let search = std::mem::take(&mut self.search);
+        SEARCHES.with_borrow_mut(|pool| {
+            if pool.len() < 4 {
+                pool.push(search);
+            }
+        });
+    }
+}
+
 /// `ambeginscan`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambeginscan(
@@ -63,7 +81,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         store: PageStore::new(index, &meta),
         entry: meta.entry,
         dims: meta.dims as usize,
-        search: BeamSearch::new(),
+        search: SEARCHES.with_borrow_mut(|pool| pool.pop()).unwrap_or_default(),
         query: None,
         list_size: 0,
         started: false,
@@ -124,11 +142,12 @@ fn queue_new_results(state: &mut ScanState) {
     pending.extend(search.results().filter(|(id, _)| !returned.contains(id)));
 }
 
-/// Reads the insert buffer's PENDING and LINKING rows with their distances to `query`.
-fn read_buffer(state: &mut ScanState, query: &[f32]) {
+/// Reads the insert buffer's PENDING and LINKING rows with their distances to `query`;
+/// returns the metapage it read.
+fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
     let meta = read_meta(state.store.index);
     if meta.dims as usize != query.len() {
-        return;
+        return meta;
     }
     let metric: Metric = meta.metric();
     let ScanState { buffered, buffered_tids, .. } = state;
@@ -139,6 +158,7 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) {
         }
     });
     buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    meta
 }
 
 /// `amgettuple`.
@@ -166,10 +186,12 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
 fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointerData> {
     if !state.started {
         state.started = true;
-        read_buffer(state, query);
+        let first = read_buffer(state, query);
         // The graph as it is now, after the buffer was read: entries merged meanwhile are
-        // in it (a merge may also have given an empty graph its entry point).
-        let meta = read_meta(state.store.index);
+        // in it (a merge may also have given an empty graph its entry point). With no
+        // buffer pages there was nothing to merge: the metapage read is still current.
+        let no_buffer = first.buffer_tail == NO_BLOCK && first.merge_tail == NO_BLOCK;
+        let meta = if no_buffer { first } else { read_meta(state.store.index) };
         if meta.dims as usize == query.len() {
             state.store = PageStore::new(state.store.index, &meta);
             state.entry = meta.entry;

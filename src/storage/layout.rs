@@ -114,6 +114,9 @@ pub struct Meta {
     pub code_bytes: u32,
     pub vector_size: u32,
     pub vectors_per_page: u32,
+    /// Tells this build's centroid from another's (the build's start time): backends cache
+    /// the quantizer under the index's OID and this.
+    pub build_id: i64,
 }
 
 impl Meta {

@@ -104,6 +104,38 @@ pub fn read_quantizer(index: pg_sys::Relation, meta: &Meta) -> Quantizer {
     Quantizer::new(meta.metric(), dims, centroid, CODE_SEED)
 }
 
+std::thread_local! {
+    /// Quantizers of the indexes this backend used last, by (index OID, build id, dims,
+    /// has_centroid): a scan needs one per query, and rebuilding it reads the centroid
+    /// pages and regenerates the rotation. A REINDEX changes the build id.
+    static QUANTIZERS: std::cell::RefCell<Vec<(QuantizerKey, std::rc::Rc<Quantizer>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+type QuantizerKey = (pg_sys::Oid, i64, u32, u32);
+
+/// Quantizers kept per backend.
+const CACHED_QUANTIZERS: usize = 8;
+
+/// The quantizer of `index`, from this backend's cache when it has it.
+pub fn cached_quantizer(index: pg_sys::Relation, meta: &Meta) -> std::rc::Rc<Quantizer> {
+    // SAFETY: `index` is an open relation.
+    let oid = unsafe { (*index).rd_id };
+    let key = (oid, meta.build_id, meta.dims, meta.has_centroid);
+    if let Some(q) = QUANTIZERS.with_borrow(|c| c.iter().find(|(k, _)| *k == key).map(|(_, q)| q.clone())) {
+        return q;
+    }
+    let q = std::rc::Rc::new(read_quantizer(index, meta));
+    QUANTIZERS.with_borrow_mut(|c| {
+        c.retain(|(k, _)| k.0 != oid);
+        if c.len() >= CACHED_QUANTIZERS {
+            c.remove(0);
+        }
+        c.push((key, q.clone()));
+    });
+    q
+}
+
 /// Updates the metapage with GenericXLog.
 pub fn update_meta(index: pg_sys::Relation, edit: impl FnOnce(&mut Meta)) {
     let guard = WriteGuard::new(index, META_BLOCK);
@@ -337,7 +369,7 @@ pub struct PageStore {
     pub index: pg_sys::Relation,
     pub layout: Layout,
     pub metric: Metric,
-    pub quantizer: Quantizer,
+    pub quantizer: std::rc::Rc<Quantizer>,
     prepared: PreparedQuery,
     query: Vec<f32>,
     /// Liveness of the node whose distance was computed last: search asks right after.
@@ -368,7 +400,7 @@ impl PageStore {
             index,
             layout,
             metric: meta.metric(),
-            quantizer: read_quantizer(index, meta),
+            quantizer: cached_quantizer(index, meta),
             prepared: PreparedQuery::default(),
             query: Vec::new(),
             last_live: (NO_NODE, false),

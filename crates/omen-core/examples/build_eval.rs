@@ -2,12 +2,62 @@
 //! time and recall@10 at a few search list sizes against the folder's ground truth.
 //! Usage: cargo run --release -p omen-core --example build_eval -- DATA_FOLDER [QUERIES] [coded|exact] [L] [threads]
 //! (`coded`: the build's searches traverse on RaBitQ codes, as CREATE INDEX does.)
+//! Then, on the same graph, queries traverse on codes of 1 (RaBitQ), 2, 4 and 8 bits a
+//! dimension (as scans do: neighbours ranked on their codes, expanded nodes exactly), and on
+//! the full vectors, and report recall@10, distance computations and code size: the code
+//! comparison of bench/results/codes.md.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use omen_core::distance::Metric;
-use omen_core::graph::{self, BeamSearch, GraphParams, MemoryStore};
+use omen_core::graph::{self, BeamSearch, GraphParams, GraphStore, MemoryStore, NodeId};
+use omen_core::quant::{PreparedQuery, Quantizer};
+
+/// A read-only coded view of a memory store, as the page store traverses.
+struct Coded<'a> {
+    inner: &'a mut MemoryStore,
+    quantizer: &'a Quantizer,
+    codes: &'a [u8],
+    prepared: PreparedQuery,
+    query: Vec<f32>,
+}
+
+impl GraphStore for Coded<'_> {
+    fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 {
+        self.inner.distance(id, q)
+    }
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+        self.inner.neighbors(id, out)
+    }
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+        self.inner.vector(id, out)
+    }
+    fn set_neighbors(&mut self, _: NodeId, _: &[NodeId]) {
+        unreachable!("read-only")
+    }
+    fn prepare(&mut self, q: &[f32]) {
+        self.query = q.to_vec();
+        self.quantizer.prepare(q, &mut self.prepared);
+    }
+    fn expand_coded(
+        &mut self,
+        id: NodeId,
+        keep: &mut dyn FnMut(NodeId) -> bool,
+        out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        let cb = self.quantizer.code_bytes();
+        let mut ids = Vec::new();
+        self.inner.neighbors(id, &mut ids);
+        for n in ids.into_iter().filter(|&n| keep(n)) {
+            out.push((n, self.quantizer.estimate(&self.prepared, &self.codes[n as usize * cb..(n as usize + 1) * cb])));
+        }
+        let q = std::mem::take(&mut self.query);
+        let d = self.inner.distance(id, &q);
+        self.query = q;
+        Some((d, true))
+    }
+}
 
 /// Reads a .fvecs / .bvecs / .ivecs file as rows of f32 (ids as f32 for .ivecs).
 fn read_vecs(path: &Path) -> (Vec<f32>, usize) {
@@ -63,6 +113,40 @@ fn main() {
     let entry = g.entry;
     let mut store = MemoryStore::from_graph(base.clone(), dim, Metric::L2, g);
     let mut search = BeamSearch::new();
+    let n = base.len() / dim;
+    let nq = nq.min(queries.len() / dim);
+    println!("| code | bytes | L | recall@10 | distance estimates / query | µs / query |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for bits in [1usize, 2, 4, 8] {
+        let q = quantizer.clone().with_bits(bits);
+        let cb = q.code_bytes();
+        let mut codes = vec![0u8; n * cb];
+        for (v, c) in base.chunks_exact(dim).zip(codes.chunks_mut(cb)) {
+            q.encode(v, c);
+        }
+        let mut coded =
+            Coded { inner: &mut store, quantizer: &q, codes: &codes, prepared: Default::default(), query: vec![] };
+        for l in [10usize, 20, 40, 80] {
+            let (mut hits, mut work) = (0, 0);
+            let t0 = Instant::now();
+            for qi in 0..nq {
+                let qv = &queries[qi * dim..(qi + 1) * dim];
+                search.start(&mut coded, qv, entry);
+                search.run(&mut coded, qv, l);
+                work += search.distance_count();
+                let got: Vec<u32> = search.results().take(10).map(|r| r.0).collect();
+                let gt = &truth[qi * tdim..qi * tdim + 10];
+                hits += got.iter().filter(|id| gt.contains(&(**id as f32))).count();
+            }
+            let kind = if bits == 1 { "RaBitQ 1 bit".to_string() } else { format!("{bits}-bit grid") };
+            println!(
+                "| {kind} | {cb} | {l} | {:.4} | {} | {:.0} |",
+                hits as f64 / (10 * nq) as f64,
+                work / nq,
+                t0.elapsed().as_micros() as f64 / nq as f64
+            );
+        }
+    }
     for l in [10usize, 20, 40] {
         let mut hits = 0;
         let t0 = Instant::now();
