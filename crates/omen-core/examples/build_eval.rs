@@ -11,53 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use omen_core::distance::Metric;
-use omen_core::graph::{self, BeamSearch, GraphParams, GraphStore, MemoryStore, NodeId};
-use omen_core::quant::{PreparedQuery, Quantizer};
-
-/// A read-only coded view of a memory store, as the page store traverses.
-struct Coded<'a> {
-    inner: &'a mut MemoryStore,
-    quantizer: &'a Quantizer,
-    codes: &'a [u8],
-    prepared: PreparedQuery,
-    query: Vec<f32>,
-}
-
-impl GraphStore for Coded<'_> {
-    fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 {
-        self.inner.distance(id, q)
-    }
-    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
-        self.inner.neighbors(id, out)
-    }
-    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
-        self.inner.vector(id, out)
-    }
-    fn set_neighbors(&mut self, _: NodeId, _: &[NodeId]) {
-        unreachable!("read-only")
-    }
-    fn prepare(&mut self, q: &[f32]) {
-        self.query = q.to_vec();
-        self.quantizer.prepare(q, &mut self.prepared);
-    }
-    fn expand_coded(
-        &mut self,
-        id: NodeId,
-        keep: &mut dyn FnMut(NodeId) -> bool,
-        out: &mut Vec<(NodeId, f32)>,
-    ) -> Option<(f32, bool)> {
-        let cb = self.quantizer.code_bytes();
-        let mut ids = Vec::new();
-        self.inner.neighbors(id, &mut ids);
-        for n in ids.into_iter().filter(|&n| keep(n)) {
-            out.push((n, self.quantizer.estimate(&self.prepared, &self.codes[n as usize * cb..(n as usize + 1) * cb])));
-        }
-        let q = std::mem::take(&mut self.query);
-        let d = self.inner.distance(id, &q);
-        self.query = q;
-        Some((d, true))
-    }
-}
+use omen_core::graph::{self, BeamSearch, CodedStore, GraphParams, MemoryStore};
 
 /// Reads a .fvecs / .bvecs / .ivecs file as rows of f32 (ids as f32 for .ivecs).
 fn read_vecs(path: &Path) -> (Vec<f32>, usize) {
@@ -124,8 +78,7 @@ fn main() {
         for (v, c) in base.chunks_exact(dim).zip(codes.chunks_mut(cb)) {
             q.encode(v, c);
         }
-        let mut coded =
-            Coded { inner: &mut store, quantizer: &q, codes: &codes, prepared: Default::default(), query: vec![] };
+        let mut coded = CodedStore::new(&mut store, &q, &codes);
         for l in [10usize, 20, 40, 80] {
             let (mut hits, mut work) = (0, 0);
             let t0 = Instant::now();

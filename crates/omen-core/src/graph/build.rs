@@ -22,9 +22,9 @@
 
 use rayon::prelude::*;
 
-use super::{BeamSearch, GraphParams, GraphStore, NodeId, robust_prune, sane};
+use super::{BeamSearch, CodedStore, GraphParams, GraphStore, NodeId, robust_prune, sane};
 use crate::distance::Metric;
-use crate::quant::{PreparedQuery, Quantizer};
+use crate::quant::Quantizer;
 
 /// The result of an in-memory build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,51 +36,6 @@ pub struct BuiltGraph {
     /// Every node's code, `code_bytes` each, when the build traversed on codes
     /// ([`build_coded`]); empty otherwise.
     pub codes: Vec<u8>,
-}
-
-/// The frozen graph as a coded store: a search expands a node by estimating its
-/// neighbours' distances from their codes and computing its own exact distance, as a
-/// scan does on pages.
-struct CodedFrozen<'a> {
-    frozen: Frozen<'a>,
-    quantizer: &'a Quantizer,
-    codes: &'a [u8],
-    prepared: PreparedQuery,
-    query: &'a [f32],
-}
-
-impl GraphStore for CodedFrozen<'_> {
-    #[inline]
-    fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
-        self.frozen.distance(id, query)
-    }
-    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
-        self.frozen.neighbors(id, out)
-    }
-    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
-        self.frozen.vector(id, out)
-    }
-    fn set_neighbors(&mut self, _id: NodeId, _neighbors: &[NodeId]) {
-        unreachable!("the frozen graph of a build batch is read-only");
-    }
-    fn prepare(&mut self, query: &[f32]) {
-        self.quantizer.prepare(query, &mut self.prepared);
-    }
-    fn expand_coded(
-        &mut self,
-        id: NodeId,
-        keep: &mut dyn FnMut(NodeId) -> bool,
-        out: &mut Vec<(NodeId, f32)>,
-    ) -> Option<(f32, bool)> {
-        let cb = self.quantizer.code_bytes();
-        for &n in &self.frozen.neighbors[id as usize] {
-            if keep(n) {
-                let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
-                out.push((n, self.quantizer.estimate(&self.prepared, code)));
-            }
-        }
-        Some((self.frozen.metric.rank_distance(self.frozen.vec(id), self.query), true))
-    }
 }
 
 /// A read-only view of the graph being built, shared by the parallel searches.
@@ -227,17 +182,14 @@ fn link_batch(
     let out_lists: Vec<Vec<NodeId>> = batch
         .par_iter()
         .map_init(
-            || (BeamSearch::new(), PreparedQuery::default()),
-            |(search, prepared), &p| {
+            || (BeamSearch::new(), coded.map(|(quantizer, codes)| CodedStore::new(frozen, quantizer, codes))),
+            |(search, coded_store), &p| {
                 let mut store = frozen;
                 let v = frozen.vec(p);
-                match coded {
-                    Some((quantizer, codes)) => {
-                        let mut cs =
-                            CodedFrozen { frozen, quantizer, codes, prepared: std::mem::take(prepared), query: v };
-                        search.start(&mut cs, v, entry);
-                        search.run(&mut cs, v, params.build_list_size);
-                        *prepared = cs.prepared;
+                match coded_store {
+                    Some(cs) => {
+                        search.start(cs, v, entry);
+                        search.run(cs, v, params.build_list_size);
                     }
                     None => {
                         search.start(&mut store, v, entry);

@@ -32,6 +32,7 @@
 //! search's hash set) and is never a valid node.
 
 mod build;
+mod coded;
 mod delete;
 mod id_set;
 mod memory;
@@ -45,6 +46,7 @@ mod tests;
 use crate::distance::Metric;
 
 pub use build::{BuiltGraph, build, build_coded};
+pub use coded::CodedStore;
 pub use delete::{RepairStats, repair_deleted, replacement_entry};
 pub use memory::MemoryStore;
 pub use prune::{add_back_edges, choose_neighbors, insert, robust_prune};
@@ -130,6 +132,39 @@ pub trait GraphStore {
         _out: &mut Vec<(NodeId, f32)>,
     ) -> Option<(f32, bool)> {
         None
+    }
+}
+
+/// A store borrowed mutably is a store (every method forwards).
+impl<S: GraphStore + ?Sized> GraphStore for &mut S {
+    fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
+        (**self).distance(id, query)
+    }
+    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
+        (**self).neighbors(id, out)
+    }
+    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
+        (**self).vector(id, out)
+    }
+    fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
+        (**self).set_neighbors(id, neighbors)
+    }
+    fn is_live(&mut self, id: NodeId) -> bool {
+        (**self).is_live(id)
+    }
+    fn prefetch(&mut self, id: NodeId) {
+        (**self).prefetch(id)
+    }
+    fn prepare(&mut self, query: &[f32]) {
+        (**self).prepare(query)
+    }
+    fn expand_coded(
+        &mut self,
+        id: NodeId,
+        keep: &mut dyn FnMut(NodeId) -> bool,
+        out: &mut Vec<(NodeId, f32)>,
+    ) -> Option<(f32, bool)> {
+        (**self).expand_coded(id, keep, out)
     }
 }
 

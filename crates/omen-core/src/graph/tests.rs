@@ -456,51 +456,6 @@ fn large_build_timing() {
     );
 }
 
-/// A store whose searches traverse on RaBitQ codes, as the page store's do: the codes of
-/// a node's neighbours come with the node, the node's own distance is exact.
-struct CodedStore {
-    inner: MemoryStore,
-    quantizer: crate::quant::Quantizer,
-    codes: Vec<u8>,
-    prepared: crate::quant::PreparedQuery,
-    query: Vec<f32>,
-}
-
-impl GraphStore for CodedStore {
-    fn distance(&mut self, id: NodeId, q: &[f32]) -> f32 {
-        self.inner.distance(id, q)
-    }
-    fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
-        self.inner.neighbors(id, out)
-    }
-    fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
-        self.inner.vector(id, out)
-    }
-    fn set_neighbors(&mut self, id: NodeId, n: &[NodeId]) {
-        self.inner.set_neighbors(id, n)
-    }
-    fn prepare(&mut self, query: &[f32]) {
-        self.query = query.to_vec();
-        self.quantizer.prepare(query, &mut self.prepared);
-    }
-    fn expand_coded(
-        &mut self,
-        id: NodeId,
-        keep: &mut dyn FnMut(NodeId) -> bool,
-        out: &mut Vec<(NodeId, f32)>,
-    ) -> Option<(f32, bool)> {
-        let cb = self.quantizer.code_bytes();
-        let mut ids = Vec::new();
-        self.inner.neighbors(id, &mut ids);
-        for n in ids.into_iter().filter(|&n| keep(n)) {
-            let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
-            out.push((n, self.quantizer.estimate(&self.prepared, code)));
-        }
-        let q = self.query.clone();
-        Some((self.inner.distance(id, &q), self.inner.is_live(id)))
-    }
-}
-
 /// Traversal on codes finds the neighbours exact traversal finds, a little wider list
 /// given, and returns them in exact distance order.
 #[test]
@@ -519,7 +474,7 @@ fn coded_search_keeps_recall_and_exact_order() {
             quantizer.encode(v, c);
         }
         let inner = MemoryStore::from_graph(data, dim, metric, g);
-        let mut store = CodedStore { inner, quantizer, codes, prepared: Default::default(), query: Vec::new() };
+        let mut store = super::CodedStore::new(inner, &quantizer, &codes);
         let mut search = BeamSearch::new();
         let (mut hits, mut total) = (0, 0);
         for q in queries.chunks_exact(dim) {
