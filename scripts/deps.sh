@@ -8,6 +8,12 @@ source "$(dirname "$0")/env.sh"
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib-15 libclang-dev clang sudo pkg-config python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
+    # postgresql-contrib-15 is a virtual package (postgresql-15 provides it): dpkg never
+    # lists it, so look for what it stands for, postgres_fdw.
+    if [ "$p" = postgresql-contrib-15 ]; then
+        [ -f /usr/share/postgresql/15/extension/postgres_fdw.control ] || missing+=("$p")
+        continue
+    fi
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
