@@ -399,7 +399,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         Some(store) => {
             let params = read_meta(index).params();
             let mut search = BeamSearch::new();
-            super::vacuum::reconnect_unreachable(store, state.entry, &params, &mut search);
+            super::reachability::reconnect_unreachable(store, state.entry, &params, &mut search);
         }
     }
     // SAFETY: palloc0 of the result struct PostgreSQL expects.

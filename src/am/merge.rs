@@ -100,7 +100,18 @@ pub fn merge_some(
 /// Merges everything buffered now (the merge segment, then the append segment once);
 /// returns the entries merged. The caller holds the merge lock.
 pub fn merge_all(index: pg_sys::Relation) -> usize {
-    merge_some(index, &mut None, usize::MAX, 1)
+    let merged = merge_some(index, &mut None, usize::MAX, 1);
+    if merged > 0 {
+        // The merge's back-edge prunes may have cut a node's only in-edge: link such
+        // nodes back, so that every row a merge brought in can be found.
+        let meta = read_meta(index);
+        if meta.entry != NO_NODE {
+            let mut store = PageStore::new(index, &meta);
+            store.cache_vectors();
+            super::reachability::reconnect_unreachable(&mut store, meta.entry, &meta.params(), &mut BeamSearch::new());
+        }
+    }
+    merged
 }
 
 /// Adds the entries of one batch to the graph: nodes with out-edges first (each atomically

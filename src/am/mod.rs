@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod launcher;
 pub mod merge;
 pub mod options;
+pub mod reachability;
 pub mod scan;
 pub mod vacuum;
 pub mod validate;

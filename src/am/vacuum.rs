@@ -226,63 +226,7 @@ fn bulk_delete(
     // 5. Reachability: a live node whose only in-edges came from deleted nodes, and that the
     //    repair did not reconnect, is linked back from the closest reachable node with room.
     if meta.entry != NO_NODE {
-        reconnect_unreachable(&mut store, meta.entry, &params, &mut search);
-    }
-}
-
-/// Links every live node that cannot be reached from `entry` back into the graph: a search
-/// toward it (which only finds reachable nodes) gives the closest node with room below the
-/// slack degree, which gets an edge to it.
-pub(crate) fn reconnect_unreachable(
-    store: &mut PageStore,
-    entry: NodeId,
-    params: &graph::GraphParams,
-    search: &mut BeamSearch,
-) {
-    use std::collections::{HashMap, VecDeque};
-    let mut adjacency: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    store.for_each_node(|id, node| {
-        if !node.is_deleted() {
-            adjacency.insert(id, node.neighbors().to_vec());
-        }
-    });
-    let mut reached: HashSet<NodeId> = HashSet::new();
-    let reach_from = |start: NodeId, adjacency: &HashMap<NodeId, Vec<NodeId>>, reached: &mut HashSet<NodeId>| {
-        let mut queue = VecDeque::from([start]);
-        reached.insert(start);
-        while let Some(id) = queue.pop_front() {
-            for &n in adjacency.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                if adjacency.contains_key(&n) && reached.insert(n) {
-                    queue.push_back(n);
-                }
-            }
-        }
-    };
-    reach_from(entry, &adjacency, &mut reached);
-    let mut lost: Vec<NodeId> = adjacency.keys().copied().filter(|id| !reached.contains(id)).collect();
-    lost.sort_unstable();
-    let slack = params.slack_degree();
-    let mut vec = Vec::new();
-    let mut list = Vec::new();
-    for u in lost {
-        if reached.contains(&u) {
-            continue;
-        }
-        delay_point();
-        graph::GraphStore::vector(store, u, &mut vec);
-        search.start(store, &vec, entry);
-        search.run(store, &vec, REPAIR_LIST_SIZE);
-        let hosts: Vec<NodeId> = search.results().map(|(id, _)| id).filter(|&id| id != u).collect();
-        for host in hosts {
-            graph::GraphStore::neighbors(store, host, &mut list);
-            if list.len() < slack && !list.contains(&u) {
-                list.push(u);
-                graph::GraphStore::set_neighbors(store, host, &list);
-                adjacency.entry(host).or_default().push(u);
-                reach_from(u, &adjacency, &mut reached);
-                break;
-            }
-        }
+        super::reachability::reconnect_unreachable(&mut store, meta.entry, &params, &mut search);
     }
 }
 
