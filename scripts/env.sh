@@ -41,3 +41,15 @@ data_dir() {
     echo "the data sets are missing: set OMEN_DATA to the folder holding siftsmall, bigann10k, fmnistsmall" >&2
     return 1
 }
+
+# Runs "$@" as one named step of a test driver, with a line before and its time after.
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local t0
+    t0=$(date +%s)
+    "$@"
+    echo "=== $name: ok ($(($(date +%s) - t0)) s)"
+}

@@ -12,17 +12,6 @@ cd "$(dirname "$0")/.."
 mode=${1:-all}
 shift || true
 started=$(date +%s)
-step() {
-    local name=$1
-    shift
-    echo
-    echo "=== $name"
-    local t0
-    t0=$(date +%s)
-    "$@"
-    echo "=== $name: ok ($(($(date +%s) - t0)) s)"
-}
-
 lint() {
     step "rustfmt" cargo fmt --check
     step "clippy (all targets, warnings are errors)" cargo clippy --workspace --all-targets -- -D warnings

@@ -24,17 +24,6 @@ fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(15 16 18)
 
-step() {
-    local name=$1
-    shift
-    echo
-    echo "=== $name"
-    local t0
-    t0=$(date +%s)
-    "$@"
-    echo "=== $name: ok ($(($(date +%s) - t0)) s)"
-}
-
 free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 }
