@@ -130,7 +130,7 @@ def main() -> None:
     ]
     for engine, label in (
         ("pgvector", "pgvector HNSW (m = 16, ef_construction = 64)"),
-        ("omen", "omen (defaults: R = 32, L = 100, α = 1.2)"),
+        ("omen", "omen (defaults: R = 32, L = 64, α = 1.2)"),
     ):
         md.append(f"| {label} | {builds[engine]:.1f} | {sizes[engine] / 2**20:.0f} |")
     md += ["", "| engine | setting | recall@10 | queries/s |", "|---|---|---:|---:|"]

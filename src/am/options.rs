@@ -1,4 +1,4 @@
-//! Index options (`WITH (max_neighbors = 32, build_list_size = 100, alpha = 1.2, buffer = on,
+//! Index options (`WITH (max_neighbors = 32, build_list_size = 64, alpha = 1.2, buffer = on,
 //! buffer_threshold = 1000)`) and the settings (`omen.*` GUCs).
 
 use std::ffi::CStr;
@@ -20,7 +20,7 @@ pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
 pub const DEFAULT_BUFFER_THRESHOLD: i32 = 1000;
 pub const DEFAULT_MAX_NEIGHBORS: i32 = 32;
-pub const DEFAULT_BUILD_LIST_SIZE: i32 = 100;
+pub const DEFAULT_BUILD_LIST_SIZE: i32 = 64;
 pub const DEFAULT_ALPHA: f64 = 1.2;
 
 static mut RELOPT_KIND: pg_sys::relopt_kind::Type = 0;

@@ -10,7 +10,13 @@ use pgrx::prelude::*;
 use super::fmgr::*;
 
 pg_fn!(omen_vector_in, pg_finfo_omen_vector_in, |call| {
-    let input = call.cstr(0).to_string_lossy();
+    let cstr = call.cstr(0);
+    // Valid UTF-8 (every well-formed vector) is read in place; anything else is copied
+    // with replacement characters, for the error message.
+    let input = match cstr.to_str() {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => cstr.to_string_lossy(),
+    };
     let typmod = call.typmod_arg(2);
     let values = match text::parse(&input) {
         Ok(v) => v,

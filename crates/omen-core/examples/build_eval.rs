@@ -50,12 +50,16 @@ fn main() {
     let (queries, _) = read_vecs(&find(&folder, "query"));
     let (truth, tdim) = read_vecs(&find(&folder, "groundtruth"));
     let coded = args.get(3).is_none_or(|s| s == "coded");
-    let build_l: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let build_l: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(64);
     let threads: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    let params = GraphParams { metric: Metric::L2, build_list_size: build_l, ..GraphParams::default() };
-    let centroid = omen_core::quant::Quantizer::centroid_of(Metric::L2, dim, &base);
-    let quantizer = omen_core::quant::Quantizer::new(Metric::L2, dim, centroid, 1);
+    // The metric follows the folder name, as bench/run.py reads it.
+    let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let metric =
+        if ["minilm", "angular", "cosine"].iter().any(|k| name.contains(k)) { Metric::Cosine } else { Metric::L2 };
+    let params = GraphParams { metric, build_list_size: build_l, ..GraphParams::default() };
+    let centroid = omen_core::quant::Quantizer::centroid_of(metric, dim, &base);
+    let quantizer = omen_core::quant::Quantizer::new(metric, dim, centroid, 1);
     let t0 = Instant::now();
     let g =
         graph::build_coded(&base, dim, &params, 0x0de1_5eed, coded.then_some(&quantizer), &mut |_, _| {}, &mut || {
@@ -65,7 +69,7 @@ fn main() {
     println!("{} build, L = {build_l}, {threads} threads", if coded { "coded" } else { "exact" });
     println!("build {:.1} s, n = {}", t0.elapsed().as_secs_f64(), base.len() / dim);
     let entry = g.entry;
-    let mut store = MemoryStore::from_graph(base.clone(), dim, Metric::L2, g);
+    let mut store = MemoryStore::from_graph(base.clone(), dim, metric, g);
     let mut search = BeamSearch::new();
     let n = base.len() / dim;
     let nq = nq.min(queries.len() / dim);

@@ -21,7 +21,8 @@
 //!   estimate (there is no estimator for L1; the exact re-rank gives the L1 order).
 //!
 //! The masked sum is the only per-code work: an AVX-512 kernel (runtime-detected) adds 16
-//! coordinates per mask; [`masked_sum_scalar`] is the fallback the tests compare it with.
+//! coordinates per mask, every bit-plane in one call; [`plane_sum_scalar`] is the fallback the
+//! tests compare it with.
 
 use crate::distance::Metric;
 
@@ -70,16 +71,26 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// In-place normalized fast Walsh–Hadamard transform (`x.len()` a power of two).
+/// In-place normalized fast Walsh–Hadamard transform (`x.len()` a power of two, at least 8).
+/// The first three stages run on each group of 8 in registers; the later ones are
+/// butterflies between two contiguous halves, which the compiler vectorizes.
 fn fwht(x: &mut [f32]) {
     let n = x.len();
-    let mut h = 1;
+    debug_assert!(n.is_power_of_two() && n >= 8);
+    for c in x.chunks_exact_mut(8) {
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+        let (b0, b1, b2, b3, b4, b5, b6, b7) = (a0 + a1, a0 - a1, a2 + a3, a2 - a3, a4 + a5, a4 - a5, a6 + a7, a6 - a7);
+        let (d0, d1, d2, d3, d4, d5, d6, d7) = (b0 + b2, b1 + b3, b0 - b2, b1 - b3, b4 + b6, b5 + b7, b4 - b6, b5 - b7);
+        c.copy_from_slice(&[d0 + d4, d1 + d5, d2 + d6, d3 + d7, d0 - d4, d1 - d5, d2 - d6, d3 - d7]);
+    }
+    let mut h = 8;
     while h < n {
-        for i in (0..n).step_by(2 * h) {
-            for j in i..i + h {
-                let (a, b) = (x[j], x[j + h]);
-                x[j] = a + b;
-                x[j + h] = a - b;
+        for pair in x.chunks_exact_mut(2 * h) {
+            let (lo, hi) = pair.split_at_mut(h);
+            for (a, b) in lo.iter_mut().zip(hi.iter_mut()) {
+                let (p, q) = (*a, *b);
+                *a = p + q;
+                *b = p - q;
             }
         }
         h *= 2;
@@ -310,14 +321,12 @@ impl Quantizer {
             return self.metric.rank_distance(&v[..self.dims], &prepared.rotated);
         }
         let b = self.code_dims / 8;
+        let at = self.bits * b;
+        let sum = plane_sum(&prepared.rotated, &code[..at], self.bits);
         let (norm_sq, dot) = if self.bits == 1 {
-            (float(b), float(b + 4) * (2.0 * masked_sum(&prepared.rotated, &code[..b]) - prepared.total))
+            (float(b), float(b + 4) * (2.0 * sum - prepared.total))
         } else {
-            let at = self.bits * b;
-            let planes: f32 = (0..self.bits)
-                .map(|p| (1u32 << p) as f32 * masked_sum(&prepared.rotated, &code[p * b..(p + 1) * b]))
-                .sum();
-            (float(at), float(at + 4) * prepared.total + float(at + 8) * planes)
+            (float(at), float(at + 4) * prepared.total + float(at + 8) * sum)
         };
         match self.metric {
             Metric::L2 | Metric::L1 => norm_sq + prepared.base - 2.0 * dot,
@@ -343,31 +352,39 @@ const GAUSSIAN_STEP: [f32; 9] = [0.0, 1.596, 0.9957, 0.5860, 0.3352, 0.1881, 0.1
 /// The code size [`bits_for`] aims at, in bits.
 const BITS_TARGET: usize = 512;
 
-/// `Σ values[i]` over the bits `i` set in `bits` (`values.len() == 8 * bits.len()`, a
-/// multiple of 64).
+/// `Σ_p 2^p · Σ_{i in plane p} values[i]`: the weighted masked sum over the `planes`
+/// bit-planes of `bits`, each `values.len() / 8` bytes (`values.len()` a multiple of 64).
+/// With one plane, the sum of the values whose bit is set. The only per-code work of an
+/// estimate: an AVX-512 kernel (runtime-detected) does every plane in one call.
 #[inline]
-pub fn masked_sum(values: &[f32], bits: &[u8]) -> f32 {
+pub fn plane_sum(values: &[f32], bits: &[u8], planes: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512() {
             // SAFETY: the CPU has AVX-512F (checked at run time, cached).
-            return unsafe { masked_sum_avx512(values, bits) };
+            return unsafe { plane_sum_avx512(values, bits, planes) };
         }
     }
-    masked_sum_scalar(values, bits)
+    plane_sum_scalar(values, bits, planes)
 }
 
-/// The portable masked sum (the reference for the SIMD kernel).
-pub fn masked_sum_scalar(values: &[f32], bits: &[u8]) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (chunk, &byte) in values.chunks_exact(8).zip(bits) {
-        for (j, lane) in lanes.iter_mut().enumerate() {
-            if byte >> j & 1 != 0 {
-                *lane += chunk[j];
+/// The portable [`plane_sum`] (the reference for the SIMD kernel).
+pub fn plane_sum_scalar(values: &[f32], bits: &[u8], planes: usize) -> f32 {
+    let plane_bytes = values.len() / 8;
+    assert!(bits.len() >= planes * plane_bytes, "a plane per bit");
+    let mut total = 0f32;
+    for (p, plane) in bits.chunks_exact(plane_bytes).take(planes).enumerate() {
+        let mut lanes = [0f32; 8];
+        for (chunk, &byte) in values.chunks_exact(8).zip(plane) {
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                if byte >> j & 1 != 0 {
+                    *lane += chunk[j];
+                }
             }
         }
+        total += (1u32 << p) as f32 * lanes.iter().sum::<f32>();
     }
-    lanes.iter().sum()
+    total
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -379,19 +396,31 @@ fn avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn masked_sum_avx512(values: &[f32], bits: &[u8]) -> f32 {
+fn plane_sum_avx512(values: &[f32], bits: &[u8], planes: usize) -> f32 {
     use std::arch::x86_64::*;
-    assert_eq!(values.len(), bits.len() * 8);
-    assert_eq!(values.len() % 16, 0);
-    let mut acc = _mm512_setzero_ps();
-    for (i, pair) in bits.chunks_exact(2).enumerate() {
-        let mask = u16::from_le_bytes([pair[0], pair[1]]);
-        // SAFETY: 16 floats from index 16·i are in bounds (values.len() = 8·bits.len(),
-        // checked above); an unaligned load.
-        let v = unsafe { _mm512_loadu_ps(values.as_ptr().add(16 * i)) };
-        acc = _mm512_mask_add_ps(acc, mask, acc, v);
+    let n = values.len();
+    let plane_bytes = n / 8;
+    assert!(n.is_multiple_of(32) && bits.len() >= planes * plane_bytes, "whole planes of 32-value pairs");
+    let mut total = _mm512_setzero_ps();
+    for p in 0..planes {
+        let plane = &bits[p * plane_bytes..(p + 1) * plane_bytes];
+        // Two accumulators, so consecutive masked adds do not wait on each other.
+        let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for (i, masks) in plane.chunks_exact(4).enumerate() {
+            let m0 = u16::from_le_bytes([masks[0], masks[1]]);
+            let m1 = u16::from_le_bytes([masks[2], masks[3]]);
+            // SAFETY: values 32·i .. 32·i + 32 are in bounds: 32·(i + 1) ≤ 8·plane_bytes = n
+            // (checked above); unaligned loads.
+            let (v0, v1) = unsafe {
+                let at = values.as_ptr().add(32 * i);
+                (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)))
+            };
+            a = _mm512_mask_add_ps(a, m0, a, v0);
+            b = _mm512_mask_add_ps(b, m1, b, v1);
+        }
+        total = _mm512_fmadd_ps(_mm512_add_ps(a, b), _mm512_set1_ps((1u32 << p) as f32), total);
     }
-    _mm512_reduce_add_ps(acc)
+    _mm512_reduce_add_ps(total)
 }
 
 #[cfg(test)]
@@ -402,6 +431,23 @@ mod tests {
     fn rows(n: usize, dims: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n * dims).map(|_| (splitmix(&mut s) % 2000) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// The fast transform is the Hadamard matrix (entry (i, j) = (-1)^popcount(i & j)),
+    /// normalized.
+    #[test]
+    fn fwht_matches_the_hadamard_matrix() {
+        for n in [8usize, 16, 64, 256] {
+            let v = rows(1, n, n as u64);
+            let mut fast = v.clone();
+            fwht(&mut fast);
+            for (i, &f) in fast.iter().enumerate() {
+                let slow: f32 =
+                    v.iter().enumerate().map(|(j, &x)| if (i & j).count_ones() % 2 == 0 { x } else { -x }).sum::<f32>()
+                        / (n as f32).sqrt();
+                assert!((f - slow).abs() < 1e-4, "n {n}, row {i}: {f} vs {slow}");
+            }
+        }
     }
 
     #[test]
@@ -442,11 +488,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn simd_and_scalar_masked_sums_agree(words in proptest::collection::vec(any::<u64>(), 1..20), seed in any::<u64>()) {
-            let bits: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let values = rows(1, bits.len() * 8, seed);
-            let a = masked_sum(&values, &bits);
-            let b = masked_sum_scalar(&values, &bits);
+        fn simd_and_scalar_plane_sums_agree(
+            words in proptest::collection::vec(any::<u64>(), 1..20),
+            planes in 1usize..=4,
+            seed in any::<u64>(),
+        ) {
+            // `planes` planes of `words.len()` 64-bit words each (values a multiple of 64).
+            let plane_words = words.len();
+            let bits: Vec<u8> = (0..planes)
+                .flat_map(|p| words.iter().map(move |w| w.rotate_left(7 * p as u32)))
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            let values = rows(1, plane_words * 64, seed);
+            let a = plane_sum(&values, &bits, planes);
+            let b = plane_sum_scalar(&values, &bits, planes);
             prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} vs {}", a, b);
         }
     }

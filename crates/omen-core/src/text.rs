@@ -85,15 +85,20 @@ enum ElementError {
 /// One element: a decimal number in plain or exponent form. Words such as `inf` or `NaN`,
 /// which Rust's float parser would take, are refused here.
 fn parse_element(e: &str) -> Result<f32, ElementError> {
-    let word = e.trim_start_matches(['+', '-']);
-    if word.eq_ignore_ascii_case("nan") {
-        return Err(ElementError::NotFinite("NaN"));
+    // One pass over the bytes: only digits, signs, points and exponents, and a digit.
+    let (mut ok_chars, mut digit) = (true, false);
+    for b in e.bytes() {
+        digit |= b.is_ascii_digit();
+        ok_chars &= b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E');
     }
-    if word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity") {
-        return Err(ElementError::NotFinite("infinite value"));
-    }
-    let ok_chars = e.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
-    if !ok_chars || !e.bytes().any(|b| b.is_ascii_digit()) {
+    if !ok_chars || !digit {
+        let word = e.trim_start_matches(['+', '-']);
+        if word.eq_ignore_ascii_case("nan") {
+            return Err(ElementError::NotFinite("NaN"));
+        }
+        if word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity") {
+            return Err(ElementError::NotFinite("infinite value"));
+        }
         return Err(ElementError::Syntax);
     }
     let v: f32 = e.parse().map_err(|_| ElementError::Syntax)?;

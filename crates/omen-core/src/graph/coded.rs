@@ -59,11 +59,15 @@ impl<S: GraphStore> GraphStore for CodedStore<'_, S> {
     ) -> Option<(f32, bool)> {
         let cb = self.quantizer.code_bytes();
         self.inner.neighbors(id, &mut self.scratch);
+        // The unseen neighbours' codes are scattered over `codes`: ask for all of them
+        // first, so the loads overlap, then estimate.
+        self.scratch.retain(|&n| keep(n));
         for &n in &self.scratch {
-            if keep(n) {
-                let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
-                out.push((n, self.quantizer.estimate(&self.prepared, code)));
-            }
+            super::prefetch_slice(&self.codes[n as usize * cb..(n as usize + 1) * cb]);
+        }
+        for &n in &self.scratch {
+            let code = &self.codes[n as usize * cb..(n as usize + 1) * cb];
+            out.push((n, self.quantizer.estimate(&self.prepared, code)));
         }
         let exact = self.inner.distance(id, &self.query);
         Some((exact, self.inner.is_live(id)))

@@ -73,7 +73,7 @@ pub struct GraphParams {
 
 impl Default for GraphParams {
     fn default() -> Self {
-        GraphParams { max_neighbors: 32, build_list_size: 100, alpha: 1.2, metric: Metric::L2 }
+        GraphParams { max_neighbors: 32, build_list_size: 64, alpha: 1.2, metric: Metric::L2 }
     }
 }
 
@@ -168,18 +168,19 @@ impl<S: GraphStore + ?Sized> GraphStore for &mut S {
     }
 }
 
-/// Ask the CPU to pull `data` into its caches (a no-op on other architectures).
+/// Ask the CPU to pull `data` into its caches, one hint per 64-byte line (a no-op on
+/// other architectures).
 #[inline]
-pub(crate) fn prefetch_slice(data: &[f32]) {
+pub(crate) fn prefetch_slice<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // One hint per 64-byte cache line.
-        for line in data.chunks(16) {
+        let start = data.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(data)).step_by(64) {
             // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a hint: it
-            // never faults and does not read memory architecturally (the pointer is valid
-            // anyway, it comes from a live slice).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+            // never faults and does not read memory architecturally (the address is inside
+            // a live slice anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

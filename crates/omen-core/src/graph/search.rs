@@ -1,7 +1,6 @@
 //! Resumable greedy beam search (DiskANN Algorithm 1).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
 use super::id_set::IdSet;
 use super::{GraphStore, NodeId, sane};
@@ -23,44 +22,26 @@ impl Candidate {
     }
 }
 
-/// A candidate pushed out of the list, kept for a later [`BeamSearch::run`] with a larger
-/// list size. Ordered so that [`BinaryHeap`] pops the closest first.
-struct Reserved(Candidate);
-
-impl PartialEq for Reserved {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Reserved {}
-impl PartialOrd for Reserved {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Reserved {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.0.order(&self.0)
-    }
-}
-
 /// A resumable greedy beam search.
 ///
 /// The index scan streams results: it calls [`run`](Self::run) with list size `L`, returns
 /// the [`results`](Self::results) in order, and when the executor wants more rows calls
 /// `run` again with a larger list size on the same state. That continues the search rather
 /// than restarting it: the visited set, the expanded nodes and every candidate seen so far
-/// are kept (candidates that fell off the end of the list wait in a reserve heap and come
-/// back when the list grows), so no distance is computed twice and no result is lost.
+/// are kept (candidates that fell off the end of the list wait in a reserve and come back
+/// when the list grows), so no distance is computed twice and no result is lost.
 ///
 /// State: the candidate list, sorted by (distance, id) with binary insertion and at most
-/// `list_size` long; the reserve (a min-heap of everything that fell off the list, all no
-/// closer than the list's last entry); a hash set of every node whose distance was
+/// `list_size` long; the reserve (everything that fell off the list, all no closer than the
+/// list's last entry: an unsorted vector, sorted only when the list grows, since most
+/// searches never take anything back from it); a hash set of every node whose distance was
 /// computed (sized by the search); and the expanded nodes in expansion order. All buffers
 /// are reused by the next [`start`](Self::start).
 pub struct BeamSearch {
     list: Vec<Candidate>,
-    reserve: BinaryHeap<Reserved>,
+    reserve: Vec<Candidate>,
+    /// The reserve is sorted farthest first (so `pop` gives the closest).
+    reserve_sorted: bool,
     seen: IdSet,
     visited: Vec<(NodeId, f32)>,
     /// No list entry before this index is unexpanded.
@@ -89,7 +70,8 @@ impl BeamSearch {
     pub fn new() -> Self {
         BeamSearch {
             list: Vec::new(),
-            reserve: BinaryHeap::new(),
+            reserve: Vec::new(),
+            reserve_sorted: true,
             seen: IdSet::new(),
             visited: Vec::new(),
             cursor: 0,
@@ -108,6 +90,7 @@ impl BeamSearch {
     pub fn start<S: GraphStore>(&mut self, store: &mut S, query: &[f32], entry: NodeId) {
         self.list.clear();
         self.reserve.clear();
+        self.reserve_sorted = true;
         self.seen.clear();
         self.visited.clear();
         self.cursor = 0;
@@ -142,9 +125,11 @@ impl BeamSearch {
             let seen = &mut self.seen;
             if let Some((exact, live)) = store.expand_coded(id, &mut |n| seen.insert(n), &mut scored) {
                 self.coded = true;
-                self.visited.push((id, sane(exact)));
+                let exact = sane(exact);
+                self.visited.push((id, exact));
                 self.visited_live.push(live);
                 self.distance_count += scored.len();
+
                 for &(n, est) in &scored {
                     // Liveness is only known once a node is expanded (its page is read then).
                     self.offer(Candidate { dist: sane(est), id: n, expanded: false, live: true }, store);
@@ -190,13 +175,18 @@ impl BeamSearch {
         self.list_size = list_size;
         while self.list.len() > list_size {
             let c = self.list.pop().expect("list is longer than list_size");
-            self.reserve.push(Reserved(c));
+            self.reserve.push(c);
+            self.reserve_sorted = false;
         }
         // Everything in the reserve is no closer than the list's last entry, so it appends
         // in order.
+        if self.list.len() < list_size && !self.reserve_sorted {
+            self.reserve.sort_unstable_by(|a, b| b.order(a));
+            self.reserve_sorted = true;
+        }
         while self.list.len() < list_size {
             match self.reserve.pop() {
-                Some(Reserved(mut c)) => {
+                Some(mut c) => {
                     if !self.coded {
                         c.live = store.is_live(c.id);
                     }
@@ -215,11 +205,13 @@ impl BeamSearch {
             let last = self.list.last().expect("list_size >= 1");
             if c.order(last) != Ordering::Less {
                 // Liveness only matters in the list: it is looked up if the entry comes back.
-                self.reserve.push(Reserved(c));
+                self.reserve.push(c);
+                self.reserve_sorted = false;
                 return;
             }
             let evicted = self.list.pop().expect("list is full");
-            self.reserve.push(Reserved(evicted));
+            self.reserve.push(evicted);
+            self.reserve_sorted = false;
         }
         if !self.coded {
             c.live = store.is_live(c.id);

@@ -1,0 +1,81 @@
+"""Derives a lower-dimensional data set from a shared one, for checking defaults on data of
+another dimension: PCA of the base vectors to --dims dimensions (queries projected the
+same way), exact ground truth (top 100) by brute force in numpy.
+
+    python bench/derive.py ../shared/data/debian-minilm-384 --dims 64 OUT_FOLDER
+
+The metric follows the folder name as bench/run.py reads it (cosine when the name holds
+"minilm", "angular" or "cosine", L2 otherwise); name OUT_FOLDER accordingly. Writes the
+TEXMEX files (fvecs, ivecs) and a README saying how the set was made. The output is derived
+data: keep it out of the repository (for example under /tmp).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import vecs
+
+
+def cosine_name(name: str) -> bool:
+    return any(k in name for k in ("minilm", "angular", "cosine"))
+
+
+def write_vecs(path: Path, rows: np.ndarray) -> None:
+    dim = rows.shape[1]
+    head = np.full((rows.shape[0], 1), dim, dtype=np.int32)
+    body = rows.astype(np.int32 if rows.dtype.kind == "i" else np.float32)
+    path.write_bytes(np.hstack([head.view(np.uint8), body.view(np.uint8)]).tobytes())
+
+
+def ground_truth(base: np.ndarray, queries: np.ndarray, cosine: bool, k: int = 100) -> np.ndarray:
+    if cosine:
+        base = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
+    norms = (base.astype(np.float64) ** 2).sum(axis=1)
+    out = np.empty((len(queries), k), dtype=np.int32)
+    for start in range(0, len(queries), 100):
+        q = queries[start : start + 100].astype(np.float64)
+        # Squared L2 up to a per-query constant; for unit vectors it orders as cosine does.
+        d = norms[None, :] - 2.0 * q @ base.T.astype(np.float64)
+        top = np.argpartition(d, k, axis=1)[:, :k]
+        order = np.take_along_axis(d, top, axis=1).argsort(axis=1, kind="stable")
+        out[start : start + 100] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--dims", type=int, default=64)
+    ap.add_argument("--queries", type=int, default=1000)
+    args = ap.parse_args()
+    src, out = Path(args.data), Path(args.out)
+    base, queries, _ = vecs.load(src)
+    base, queries = np.asarray(base, dtype=np.float32), np.asarray(queries[: args.queries], dtype=np.float32)
+    mean = base.mean(axis=0)
+    # Principal axes from the covariance (dims × dims), largest variance first.
+    cov = np.cov((base - mean).T.astype(np.float64))
+    _, vecs_ = np.linalg.eigh(cov)
+    axes = vecs_[:, ::-1][:, : args.dims].astype(np.float32)
+    pbase, pqueries = (base - mean) @ axes, (queries - mean) @ axes
+    cosine = cosine_name(out.name)
+    truth = ground_truth(pbase, pqueries, cosine)
+    out.mkdir(parents=True, exist_ok=True)
+    write_vecs(out / f"{out.name}_base.fvecs", pbase)
+    write_vecs(out / f"{out.name}_query.fvecs", pqueries)
+    write_vecs(out / f"{out.name}_groundtruth.ivecs", truth)
+    (out / "README.md").write_text(
+        f"# {out.name}\n\nDerived by bench/derive.py from {src.name}: PCA of the base to {args.dims} "
+        f"dimensions, {len(pbase)} base rows, {len(pqueries)} queries projected the same way, "
+        f"exact top-100 ground truth ({'cosine' if cosine else 'L2'}).\n"
+    )
+    print(f"{out}: {len(pbase)} × {args.dims}, {len(pqueries)} queries, {'cosine' if cosine else 'L2'}")
+
+
+if __name__ == "__main__":
+    main()
