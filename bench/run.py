@@ -20,8 +20,8 @@ from common import RESULTS, data_from_args, fresh_db, phase, say, vecs
 K = 10
 # The data set's metric: cosine for sentence embeddings, L2 otherwise (set in main).
 OPS, OP = "vector_l2_ops", "<->"
-OMEN_SWEEP = [16, 24, 32, 48, 64, 100]
-HNSW_SWEEP = [10, 20, 40, 80, 160, 320]
+OMEN_SWEEP = [12, 16, 24, 32, 40, 64, 100, 160]
+HNSW_SWEEP = [10, 20, 40, 80, 120, 160, 240, 320]
 
 
 def load(conn: psycopg.Connection, base: np.ndarray) -> None:

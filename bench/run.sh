@@ -4,7 +4,8 @@
 # throwaway server, and runs bench/run.py (both engines in it, same rows, same run), or
 # with --churn after the data folder, bench/churn.py (omen through ten rounds of churn), or
 # with --inserts, bench/inserts.py (INSERT latency and throughput, every engine), or with
-# --profile, bench/profile.py (a perf profile of omen's query loop).
+# --profile, bench/profile.py (a perf profile of omen's query loop), or with --ingest,
+# bench/ingest.py (merge throughput, queries while rows stream in).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
 if [ "${1:-}" = "--churn" ]; then
     shift
     "$PY" bench/churn.py "$DATA" "$@"
+elif [ "${1:-}" = "--ingest" ]; then
+    shift
+    "$PY" bench/ingest.py "$DATA" "$@"
 elif [ "${1:-}" = "--profile" ]; then
     shift
     "$PY" bench/profile.py "$DATA" "$@"

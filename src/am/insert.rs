@@ -15,7 +15,7 @@ use omen_core::graph::{self, BeamSearch};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::merge::{BATCH, merge_some};
+use super::merge::{BATCH, Part, merge_some};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
 use super::worker::request_merge;
 use crate::storage::insert_buffer;
@@ -70,8 +70,8 @@ fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[
             index_name(index),
             appended.capacity_in_use
         );
-        lock_merge(index, true);
-        merge_some(index, &mut None, BATCH, 1);
+        lock_merge(index);
+        merge_some(index, &mut None, BATCH, 1, Part::WHOLE);
         unlock_merge(index);
     } else if appended.capacity_in_use >= threshold || appended.merge_waiting {
         request_merge(index);

@@ -221,7 +221,7 @@ pg_fn!(omen_flush, pg_finfo_omen_flush, |call| {
     }
     let index = open_omen_index(call);
     check_maintain(index);
-    lock_merge(index, true);
+    lock_merge(index);
     let merged = merge_all(index);
     unlock_merge(index);
     close_index(index);
@@ -305,7 +305,7 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     // SAFETY: reads a flag of the startup process's state.
     let merging_possible = !unsafe { pg_sys::RecoveryInProgress() };
     if merging_possible {
-        lock_merge(index, true);
+        lock_merge(index);
     }
     let meta = read_meta(index);
     let mut problems: Vec<String> = Vec::new();

@@ -10,11 +10,19 @@
 //! merged next. A merge keeps the vectors it reads in memory (`PageStore::cache_vectors`,
 //! up to 64 MiB): the searches of one merge cross the same neighbourhoods again and again.
 //!
-//! One merge runs at a time per index: every merger holds the heavyweight lock on the
-//! index's pseudo-page `MERGE_LOCK_BLOCK` (`storage::merge_lock`) (a `LockPage` lock, released at the end of the
-//! transaction at the latest). The background worker takes it without waiting and exits
-//! if somebody else has it; `omen_flush`, VACUUM and an insert past the buffer's hard cap
-//! wait for it. VACUUM holds it for its whole run, so it never sees a merge half done.
+//! Parts: up to `omen.max_merge_workers` background workers merge one index at once, each
+//! holding one merge slot (`storage::merge_lock`) and merging that slot's [`Part`] of the
+//! merge segment: its pages at positions `slot, slot + parts, …`. A worker whose part is
+//! done goes on with any other free slot's part. Whoever finishes the last part releases
+//! the segment (`release_merged` does it once: it checks the metapage still names the
+//! segment). Two merges never link the same entry: the entry moves from PENDING to LINKING
+//! in the WAL record that writes its node, under the buffer page's lock, and a merge that
+//! finds it no longer PENDING writes no node. Graph writes of two merges interleave as
+//! concurrent in-place inserts do (page locks, `storage`).
+//!
+//! `omen_flush`, VACUUM, `omen_check` and an insert past the buffer's hard cap take every
+//! slot (`lock_merge`), waiting, and merge the whole segment alone. VACUUM holds them for
+//! its whole run, so it never sees a merge half done.
 
 use omen_core::graph::{self, BeamSearch, NodeId};
 use pgrx::pg_sys;
@@ -26,22 +34,38 @@ use crate::storage::page_store::{PageStore, read_meta, update_meta};
 /// Entries merged together (their back-edges are added together).
 pub const BATCH: usize = 64;
 
-/// Where a merge of one segment is, so that a worker can go on from batch to batch (and
-/// transaction to transaction) without walking the segment again.
+/// Which pages of a merge segment a merge works on: those at positions `p` (oldest page
+/// first) with `p % of == slot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub slot: usize,
+    pub of: usize,
+}
+
+impl Part {
+    /// The whole segment (a merge that holds every slot).
+    pub const WHOLE: Part = Part { slot: 0, of: 1 };
+}
+
+/// Where a merge of one part of one segment is, so that a worker can go on from batch to
+/// batch (and transaction to transaction) without walking the segment again.
 pub struct MergeCursor {
     segment: u32,
+    part: Part,
     pages: Vec<u32>,
     next: usize,
 }
 
-/// Merges entries until about `budget` were merged or the buffer is empty; at most
-/// `max_seals` times it seals the append segment to go on with it. The caller holds the
-/// merge lock. Returns the entries merged.
+/// Merges entries of `part` until about `budget` were merged or the part is done; at most
+/// `max_seals` times it seals the append segment to go on with it (only once the merge
+/// segment is released: all its parts are done). The caller holds the part's merge slot
+/// (or every slot, for [`Part::WHOLE`]). Returns the entries merged.
 pub fn merge_some(
     index: pg_sys::Relation,
     cursor: &mut Option<MergeCursor>,
     budget: usize,
     mut max_seals: usize,
+    part: Part,
 ) -> usize {
     let mut done = 0;
     let mut store = PageStore::new(index, &read_meta(index));
@@ -57,24 +81,24 @@ pub fn merge_some(
             continue;
         }
         let c = match cursor {
-            Some(c) if c.segment == meta.merge_segment => c,
-            _ => cursor.insert(MergeCursor {
-                segment: meta.merge_segment,
-                pages: insert_buffer::segment_pages(index, meta.merge_tail, meta.merge_segment),
-                next: 0,
-            }),
+            Some(c) if c.segment == meta.merge_segment && c.part == part => c,
+            _ => {
+                let all = insert_buffer::segment_pages(index, meta.merge_tail, meta.merge_segment);
+                let pages = all.into_iter().enumerate().filter(|(p, _)| p % part.of == part.slot).map(|(_, b)| b);
+                cursor.insert(MergeCursor { segment: meta.merge_segment, part, pages: pages.collect(), next: 0 })
+            }
         };
         while c.next < c.pages.len() && done < budget {
             let first = c.next;
             let mut batch = Vec::new();
             while c.next < c.pages.len() && batch.len() < BATCH {
                 let keep = |h: &insert_buffer::EntryHeader| h.state == PENDING || h.state == LINKING;
-                batch.extend(insert_buffer::read_entries(index, c.pages[c.next], meta.dims as usize, keep));
+                batch.extend(insert_buffer::read_entries(index, c.pages[c.next], c.segment, meta.dims as usize, keep));
                 c.next += 1;
             }
             merge_batch(&mut store, &batch);
             for &block in &c.pages[first..c.next] {
-                insert_buffer::edit_entries(index, block, |headers| {
+                insert_buffer::edit_entries(index, block, Some(c.segment), |headers| {
                     let mut changed = false;
                     for h in headers.iter_mut().filter(|h| h.state == LINKING) {
                         h.state = MERGED;
@@ -89,7 +113,13 @@ pub fn merge_some(
         if c.next < c.pages.len() {
             return done;
         }
-        insert_buffer::release_merged(index, c.segment, &c.pages);
+        // This part is done; the segment is released once every part is.
+        let segment = c.segment;
+        let all = insert_buffer::segment_pages(index, meta.merge_tail, segment);
+        if !insert_buffer::all_merged(index, &all, segment) {
+            return done;
+        }
+        insert_buffer::release_merged(index, segment, &all);
         *cursor = None;
         if done >= budget {
             return done;
@@ -98,9 +128,9 @@ pub fn merge_some(
 }
 
 /// Merges everything buffered now (the merge segment, then the append segment once);
-/// returns the entries merged. The caller holds the merge lock.
+/// returns the entries merged. The caller holds every merge slot (`lock_merge`).
 pub fn merge_all(index: pg_sys::Relation) -> usize {
-    let merged = merge_some(index, &mut None, usize::MAX, 1);
+    let merged = merge_some(index, &mut None, usize::MAX, 1, Part::WHOLE);
     if merged > 0 {
         // The merge's back-edge prunes may have cut a node's only in-edge: link such
         // nodes back, so that every row a merge brought in can be found.

@@ -18,6 +18,11 @@ pub static MAX_SEARCH_LIST_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000
 /// waiting for the background worker.
 pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
+/// `omen.max_merge_workers`: merge workers one index may have at once, each merging its
+/// own part of the insert buffer (`merge`).
+pub static MAX_MERGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_MERGE_WORKERS);
+pub const DEFAULT_MAX_MERGE_WORKERS: i32 = 2;
+
 pub const DEFAULT_BUFFER_THRESHOLD: i32 = 1000;
 pub const DEFAULT_MAX_NEIGHBORS: i32 = 32;
 pub const DEFAULT_BUILD_LIST_SIZE: i32 = 64;
@@ -66,6 +71,16 @@ pub fn init() {
         64,
         i32::MAX,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"omen.max_merge_workers",
+        c"Merge workers one omen index may have at once.",
+        c"Each worker merges its own part of the insert buffer; more workers merge a large buffer faster where cores are free. Takes effect for merges started after a reload.",
+        &MAX_MERGE_WORKERS,
+        1,
+        crate::storage::merge_lock::MAX_MERGE_SLOTS as i32,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     // SAFETY: _PG_init runs once per backend before any index is opened; the reloption

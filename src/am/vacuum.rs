@@ -72,7 +72,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let stats = stats_or_new(stats);
     // SAFETY: VACUUM passes a valid info with the open index.
     let index = unsafe { (*info).index };
-    lock_merge(index, true);
+    lock_merge(index);
     bulk_delete(index, stats, callback, callback_state);
     unlock_merge(index);
     stats
@@ -98,7 +98,8 @@ fn bulk_delete(
     let mut dead_entries = 0f64;
     for block in insert_buffer::all_pages(index, &meta) {
         delay_point();
-        insert_buffer::edit_entries(index, block, |headers| {
+        // Every merge slot is held: no segment is released while this runs.
+        insert_buffer::edit_entries(index, block, None, |headers| {
             let mut changed = false;
             for h in headers.iter_mut().filter(|h| h.state == PENDING || h.state == LINKING) {
                 let mut tid = tid_of(&h.tid);
@@ -259,7 +260,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     // SAFETY: reads this process's backend type.
     let autovacuum = unsafe { pg_sys::MyBackendType } == pg_sys::BackendType::B_AUTOVAC_WORKER;
     if !autovacuum || !super::worker::ensure_worker(index) {
-        lock_merge(index, true);
+        lock_merge(index);
         merge_all(index);
         unlock_merge(index);
     }

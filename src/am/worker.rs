@@ -4,9 +4,12 @@
 //! waiting) starts a dynamic background worker for that index, unless a merge is running
 //! already (its merge lock is taken). Dynamic registration needs no
 //! `shared_preload_libraries`; with omendb preloaded the insert asks the one launcher
-//! (`launcher`) instead, which starts the workers for every database. The worker connects to the index's database and merges in
-//! short transactions of [`WORKER_BUDGET`] entries, taking the index's merge lock without
-//! waiting in each, until the buffer is empty. Between transactions it holds no lock, so
+//! (`launcher`) instead, which starts the workers for every database. Up to
+//! `omen.max_merge_workers` workers run per index, one per merge slot
+//! (`storage::merge_lock`). A worker connects to the index's database and merges in short
+//! transactions of [`WORKER_BUDGET`] entries, in each taking the first merge slot it gets
+//! without waiting and merging that slot's part of the buffer (`merge::Part`), until no
+//! part has anything left. Between transactions it holds no lock, so
 //! DROP INDEX, REINDEX, TRUNCATE or ALTER wait at most for one such transaction; when the
 //! index is gone (or no longer an omen index) the worker exits. SIGTERM (shutdown,
 //! `pg_terminate_backend`) stops it between transactions; an interrupted merge resumes from
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
-use super::merge::{MergeCursor, merge_some};
+use super::merge::{MergeCursor, Part, merge_some};
+use super::options::MAX_MERGE_WORKERS;
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{lock_merge, unlock_merge};
+use crate::storage::merge_lock::{MAX_MERGE_SLOTS, slot_free, try_lock_slot, unlock_slot};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -75,7 +79,7 @@ pub fn ensure_worker(index: pg_sys::Relation) -> bool {
 
 /// What [`launch`] did.
 enum Launch {
-    /// A merge holds the index's merge lock; nothing was started.
+    /// Every merge slot is taken; nothing was started.
     Running,
     /// A worker was registered, or requested from the launcher.
     Started,
@@ -83,13 +87,17 @@ enum Launch {
     Failed,
 }
 
+/// The merge slots (and parts) an index's merges use now.
+fn merge_slots() -> usize {
+    MAX_MERGE_WORKERS.get().clamp(1, MAX_MERGE_SLOTS as i32) as usize
+}
+
 /// Starts a merge worker for `index` (through the launcher when omendb is preloaded)
-/// unless a merge is running. Never waits.
+/// unless every merge slot is taken. Never waits.
 fn launch(index: pg_sys::Relation) -> Launch {
-    if !lock_merge(index, false) {
+    if !slot_free(index, merge_slots()) {
         return Launch::Running;
     }
-    unlock_merge(index);
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
     if super::launcher::request(db, oid) || super::launcher::start_worker(db, oid, &index_name(index)) {
@@ -108,19 +116,20 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     let db = pg_sys::Oid::from(BackgroundWorker::get_extra().parse::<u32>().unwrap_or(0));
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
-    let mut cursor: Option<MergeCursor> = None;
+    let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
     let mut named = false;
     while !BackgroundWorker::sigterm_received() {
-        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursor, &mut named));
+        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursors, &mut named));
         if !BackgroundWorker::transaction(step) {
             break;
         }
     }
 }
 
-/// One transaction of merging; false when the worker should exit (nothing left, index
-/// gone, or another merge holds the lock).
-fn merge_step(index_oid: pg_sys::Oid, cursor: &mut Option<MergeCursor>, named: &mut bool) -> bool {
+/// One transaction of merging: the part of the first free merge slot that has entries
+/// left. False when the worker should exit (nothing left in any free slot's part, or the
+/// index is gone).
+fn merge_step(index_oid: pg_sys::Oid, cursors: &mut [Option<MergeCursor>], named: &mut bool) -> bool {
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: try_relation_open returns NULL when the relation no longer exists.
     let index = unsafe { pg_sys::try_relation_open(index_oid, lockmode) };
@@ -148,8 +157,16 @@ fn merge_step(index_oid: pg_sys::Oid, cursor: &mut Option<MergeCursor>, named: &
                 pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
             }
         }
-        if lock_merge(index, false) {
-            more = merge_some(index, cursor, super::worker::WORKER_BUDGET, usize::MAX) > 0;
+        let slots = merge_slots();
+        for (slot, cursor) in cursors.iter_mut().enumerate().take(slots) {
+            if try_lock_slot(index, slot) {
+                let part = Part { slot, of: slots };
+                more = merge_some(index, cursor, WORKER_BUDGET, usize::MAX, part) > 0;
+                unlock_slot(index, slot);
+                if more {
+                    break;
+                }
+            }
         }
     }
     // SAFETY: opened above with this lock mode; the lock is kept to the end of the

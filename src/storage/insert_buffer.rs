@@ -278,16 +278,18 @@ fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(&EntryHeader, 
     }
 }
 
-/// Copies out the entries of buffer page `block` that `keep` accepts (by header).
+/// Copies out the entries of buffer page `block` that `keep` accepts (by header); none
+/// when the page no longer belongs to segment `segment` (released and reused meanwhile).
 pub fn read_entries(
     index: pg_sys::Relation,
     block: u32,
+    segment: u32,
     dims: usize,
     keep: impl Fn(&EntryHeader) -> bool,
 ) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut offset = 0;
-    scan_entries(index, block, dims, |header, vector| {
+    scan_entries(index, block, Some(segment), dims, |header, vector| {
         offset += 1;
         if keep(header) {
             out.push(Entry { block, offset, header: *header, vector: vector.to_vec() });
@@ -296,21 +298,51 @@ pub fn read_entries(
     out
 }
 
+/// Whether `page` is a buffer page of `segment` (any segment for None).
+fn in_segment(page: *const u8, segment: Option<u32>) -> bool {
+    // SAFETY: the opaque area is read only after checking it is a buffer page.
+    is_buffer_page(page) && segment.is_none_or(|s| unsafe { opaque(page).segment } == s)
+}
+
 /// Visits the entries of buffer page `block` under its share lock, without copying:
-/// `f(header, vector)`.
-fn scan_entries(index: pg_sys::Relation, block: u32, dims: usize, mut f: impl FnMut(&EntryHeader, &[f32])) {
+/// `f(header, vector)`; nothing when the page is not in `segment` (when given).
+fn scan_entries(
+    index: pg_sys::Relation,
+    block: u32,
+    segment: Option<u32>,
+    dims: usize,
+    mut f: impl FnMut(&EntryHeader, &[f32]),
+) {
     let guard = ReadGuard::new(index, block);
-    if is_buffer_page(guard.page()) {
+    if in_segment(guard.page(), segment) {
         visit_entries(guard.page(), dims, &mut f);
     }
 }
 
+/// Whether every entry on `pages` of segment `segment` is MERGED or DEAD.
+pub fn all_merged(index: pg_sys::Relation, pages: &[u32], segment: u32) -> bool {
+    let mut done = true;
+    for &block in pages {
+        scan_entries(index, block, Some(segment), 0, |h, _| done &= h.state == MERGED || h.state == DEAD);
+        if !done {
+            return false;
+        }
+    }
+    true
+}
+
 /// Edits the entry headers of buffer page `block` under its exclusive lock; WAL-logs the
-/// page if `f` returns true.
-pub fn edit_entries(index: pg_sys::Relation, block: u32, f: impl FnOnce(&mut [&mut EntryHeader]) -> bool) {
+/// page if `f` returns true. Nothing happens when the page is not in `segment` (when
+/// given).
+pub fn edit_entries(
+    index: pg_sys::Relation,
+    block: u32,
+    segment: Option<u32>,
+    f: impl FnOnce(&mut [&mut EntryHeader]) -> bool,
+) {
     let guard = WriteGuard::new(index, block);
     let page = guard.page();
-    if !is_buffer_page(page) {
+    if !in_segment(page, segment) {
         return;
     }
     // SAFETY: exclusively locked working copy; distinct line pointers are distinct records.
@@ -372,7 +404,7 @@ pub fn seal(index: pg_sys::Relation) -> bool {
 pub fn release_merged(index: pg_sys::Relation, segment: u32, pages: &[u32]) {
     let mut entries = 0u64;
     for &block in pages {
-        scan_entries(index, block, 0, |h, _| entries += (h.state == MERGED) as u64);
+        scan_entries(index, block, Some(segment), 0, |h, _| entries += (h.state == MERGED) as u64);
     }
     let mut guard = WriteGuard::new(index, META_BLOCK);
     // SAFETY: exclusively locked working copy of the metapage.

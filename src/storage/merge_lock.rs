@@ -1,32 +1,66 @@
-//! The merge lock: one merge of an index's insert buffer at a time.
+//! The merge locks: who may merge an index's insert buffer, and on which part.
 //!
-//! A heavyweight lock (`LockPage`) on a pseudo page of the index that no buffer ever holds.
-//! Merge workers only try it (`ConditionalLockPage`); `omen_flush`, VACUUM, `omen_check` and
-//! an insert past `omen.insert_buffer_cap` wait for it. It is never taken while a buffer
-//! content lock is held, so it takes no part in the page lock order (`storage`).
+//! Heavyweight locks (`LockPage`) on pseudo pages of the index that no buffer ever holds,
+//! one per merge *slot*: slot `k` is block `MERGE_LOCK_BLOCK - k`, for `k` below
+//! [`MAX_MERGE_SLOTS`]. A merge worker takes one slot without waiting
+//! (`ConditionalLockPage`) and merges that slot's part of the merge segment
+//! (`am::merge`), so up to `omen.max_merge_workers` workers merge one index side by side.
+//! `omen_flush`, VACUUM, `omen_check` and an insert past `omen.insert_buffer_cap` take
+//! every slot, in slot order, waiting: they run alone. Nobody takes a slot while holding
+//! another out of order, or while a buffer content lock is held, so the slots take no part
+//! in the page lock order (`storage`) and cannot deadlock among themselves.
 
 use pgrx::pg_sys;
 
-/// The pseudo block number whose page lock stands for "merging this index".
+/// The pseudo block number whose page lock stands for merge slot 0; slot `k` is this
+/// minus `k`.
 pub const MERGE_LOCK_BLOCK: u32 = u32::MAX - 1;
+/// Merge slots per index: the most merge workers one index can have.
+pub const MAX_MERGE_SLOTS: usize = 8;
 
-/// Takes the merge lock of `index`, waiting for it or not; returns whether it is held.
-pub fn lock_merge(index: pg_sys::Relation, wait: bool) -> bool {
-    let mode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
-    // SAFETY: a heavyweight lock on a pseudo page of an open relation; it is released by
-    // `unlock_merge` or at the end of the transaction.
-    unsafe {
-        if wait {
-            pg_sys::LockPage(index, MERGE_LOCK_BLOCK, mode);
-            true
-        } else {
-            pg_sys::ConditionalLockPage(index, MERGE_LOCK_BLOCK, mode)
-        }
+fn slot_block(slot: usize) -> u32 {
+    debug_assert!(slot < MAX_MERGE_SLOTS);
+    MERGE_LOCK_BLOCK - slot as u32
+}
+
+const MODE: pg_sys::LOCKMODE = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+
+/// Takes merge slot `slot` of `index` without waiting; returns whether it is held.
+pub fn try_lock_slot(index: pg_sys::Relation, slot: usize) -> bool {
+    // SAFETY: a heavyweight lock on a pseudo page of an open relation; released by
+    // `unlock_slot` or at the end of the transaction.
+    unsafe { pg_sys::ConditionalLockPage(index, slot_block(slot), MODE) }
+}
+
+/// Releases merge slot `slot`, taken by `try_lock_slot`.
+pub fn unlock_slot(index: pg_sys::Relation, slot: usize) {
+    // SAFETY: the caller holds the lock.
+    unsafe { pg_sys::UnlockPage(index, slot_block(slot), MODE) };
+}
+
+/// Takes every merge slot of `index`, in slot order, waiting for each: no merge runs until
+/// `unlock_merge`.
+pub fn lock_merge(index: pg_sys::Relation) {
+    for slot in 0..MAX_MERGE_SLOTS {
+        // SAFETY: as in `try_lock_slot`, waiting.
+        unsafe { pg_sys::LockPage(index, slot_block(slot), MODE) };
     }
 }
 
-/// Releases the merge lock taken by `lock_merge`.
+/// Releases every slot taken by `lock_merge`.
 pub fn unlock_merge(index: pg_sys::Relation) {
-    // SAFETY: the caller holds the lock (lock_merge returned true).
-    unsafe { pg_sys::UnlockPage(index, MERGE_LOCK_BLOCK, pg_sys::ExclusiveLock as pg_sys::LOCKMODE) };
+    for slot in (0..MAX_MERGE_SLOTS).rev() {
+        unlock_slot(index, slot);
+    }
+}
+
+/// Whether some slot below `slots` is free now (taken and released at once).
+pub fn slot_free(index: pg_sys::Relation, slots: usize) -> bool {
+    (0..slots.min(MAX_MERGE_SLOTS)).any(|slot| {
+        let free = try_lock_slot(index, slot);
+        if free {
+            unlock_slot(index, slot);
+        }
+        free
+    })
 }

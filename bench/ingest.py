@@ -1,0 +1,192 @@
+"""Sustained ingest: how fast the insert buffer is merged, and what queries pay meanwhile.
+
+One PostgreSQL 18 server (bench/run.sh DATA --ingest starts it). A staging table holds the
+rows (bench/inserts.py's: the base vectors, then the same with 1% seeded noise). Three
+measurements, each on a fresh table:
+
+1. Merge throughput of one backend: `--initial` rows and their index, then `--merge-rows`
+   rows buffered at once (INSERT … SELECT, a threshold no insert reaches) and merged by
+   `omen_flush`: entries/s.
+2. Merge throughput of the background worker: the same rows buffered with the default
+   threshold; the time from the INSERT's commit until the buffer is empty.
+3. Queries while rows stream in: `--initial` rows and their index; LIMIT 10 queries on an
+   idle index (latency median and p99), then one client inserts `--rows` rows one INSERT
+   at a time as fast as it can while another runs the same queries; then the time until
+   the buffer is empty. The same single-row INSERTs into a table without a vector index
+   give the INSERT latency baseline.
+
+Writes bench/results/<dataset>-ingest.md.
+
+Usage: bench/run.sh DATA --ingest [--initial N] [--rows N] [--merge-rows N]
+"""
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from inserts import load_staging
+
+from common import RESULTS, fresh_db, phase, say, vecs
+
+DB = "ingest"
+
+
+def connect():
+    return psycopg.connect(dbname=DB, autocommit=True)
+
+
+def fresh_table(conn, dims: int, index_sql: str | None) -> None:
+    conn.execute("DROP TABLE IF EXISTS items")
+    conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({dims}))")
+    conn.execute("INSERT INTO items SELECT id, v FROM staging WHERE id < 0")
+    if index_sql:
+        conn.execute(index_sql)
+    conn.execute("VACUUM ANALYZE items")
+    conn.execute("CHECKPOINT")
+
+
+def buffered(conn) -> int:
+    return conn.execute("SELECT buffered_entries FROM omen_index_info('items_v')").fetchone()[0]
+
+
+def wait_empty(conn, limit_s: float = 600.0) -> float:
+    """Seconds until the insert buffer is empty (polled every 0.2 s)."""
+    t0 = time.perf_counter()
+    while buffered(conn) and time.perf_counter() - t0 < limit_s:
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def query_latencies(conn, texts: list[str], op: str, stop=None, count: int | None = None) -> list[float]:
+    """Latencies (ms) of LIMIT 10 queries, cycling through `texts`, until `stop` is set or
+    `count` ran."""
+    sql = f"SELECT id FROM items ORDER BY v {op} %s::vector LIMIT 10"
+    out, i = [], 0
+    while (count is None or i < count) and not (stop and stop.is_set()):
+        t0 = time.perf_counter()
+        conn.execute(sql, (texts[i % len(texts)],), prepare=True).fetchall()
+        out.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    return out
+
+
+def insert_stream(rows: int, latencies: list[float]) -> None:
+    """Single-row INSERTs of staging ids 1..rows, one connection, as fast as it goes."""
+    with connect() as conn:
+        sql = "INSERT INTO items SELECT id, v FROM staging WHERE id = %s"
+        for i in range(1, rows + 1):
+            t0 = time.perf_counter()
+            conn.execute(sql, (i,), prepare=True)
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--initial", type=int, default=60_000)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--merge-rows", type=int, default=20_000)
+    ap.add_argument("--baseline-rows", type=int, default=20_000)
+    args = ap.parse_args()
+    folder = Path(args.data)
+    with phase(f"read {folder.name}"):
+        base, queries, _ = vecs.load(folder)
+    cosine = any(k in folder.name for k in ("minilm", "angular", "cosine"))
+    ops, op = ("vector_cosine_ops", "<=>") if cosine else ("vector_l2_ops", "<->")
+    dims = base.shape[1]
+    texts = [vecs.vector_text(q) for q in queries[:500]]
+    fresh_db(DB)
+    with connect() as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute("CREATE EXTENSION omendb")
+        with phase(f"staging: {args.initial} initial + {args.rows} rows to insert"):
+            load_staging(conn, base, max(args.rows, args.merge_rows), args.initial)
+
+    md = [f"### {folder.name}: sustained ingest ({args.initial:,} rows indexed first, {dims} dimensions)", ""]
+    with connect() as conn:
+        # 1. One backend merges with omen_flush.
+        with phase(f"omen_flush: {args.initial} rows indexed, {args.merge_rows} buffered"):
+            never = "WITH (buffer_threshold = 100000000)"
+            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops}) {never}")
+            conn.execute(f"INSERT INTO items SELECT id, v FROM staging WHERE id BETWEEN 1 AND {args.merge_rows}")
+        t0 = time.perf_counter()
+        merged = conn.execute("SELECT omen_flush('items_v')").fetchone()[0]
+        flush_rate = merged / (time.perf_counter() - t0)
+        say(f"omen_flush merged {merged} entries: {flush_rate:,.0f} entries/s")
+        ok = conn.execute("SELECT ok FROM omen_check('items_v')").fetchone()[0]
+        assert ok, "omen_check failed after omen_flush"
+
+        # 2. The background worker merges.
+        with phase(f"worker: {args.initial} rows indexed, {args.merge_rows} buffered at once"):
+            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
+            conn.execute(f"INSERT INTO items SELECT id, v FROM staging WHERE id BETWEEN 1 AND {args.merge_rows}")
+        worker_s = wait_empty(conn)
+        worker_rate = args.merge_rows / worker_s
+        say(f"the worker merged {args.merge_rows} entries in {worker_s:.1f} s: {worker_rate:,.0f} entries/s")
+
+        # 3. Single-row INSERTs without a vector index: the latency baseline.
+        with phase(f"no vector index: {args.baseline_rows} single-row INSERTs"):
+            fresh_table(conn, dims, None)
+            base_lat: list[float] = []
+            insert_stream(args.baseline_rows, base_lat)
+
+        # 4. Queries while one client inserts.
+        with phase(f"omen: {args.initial} rows and their index"):
+            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
+        query_latencies(conn, texts, op, count=200)  # warm
+        idle = query_latencies(conn, texts, op, count=1000)
+        ins_lat: list[float] = []
+        stop = threading.Event()
+        writer = threading.Thread(target=lambda: (insert_stream(args.rows, ins_lat), stop.set()))
+        with phase(f"omen: {args.rows} single-row INSERTs while another client queries"):
+            t0 = time.perf_counter()
+            writer.start()
+            busy = query_latencies(conn, texts, op, stop=stop)
+            writer.join()
+            insert_s = time.perf_counter() - t0
+        left = buffered(conn)
+        drain_s = wait_empty(conn)
+        say(f"{left} entries buffered at the last insert; empty {drain_s:.1f} s later")
+        ok, nodes = conn.execute("SELECT ok, nodes FROM omen_check('items_v')").fetchone()
+        rows_now = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        assert ok and nodes == rows_now, f"omen_check: ok {ok}, {nodes} nodes for {rows_now} rows"
+
+    md += [
+        "| merge | entries | entries/s |",
+        "|---|---:|---:|",
+        f"| one backend (`omen_flush`) | {merged:,} | {flush_rate:,.0f} |",
+        f"| background worker (from commit to empty buffer) | {args.merge_rows:,} | {worker_rate:,.0f} |",
+        "",
+        "| LIMIT 10 queries | count | median (ms) | p99 (ms) |",
+        "|---|---:|---:|---:|",
+        f"| idle index | {len(idle)} | {pct(idle, 50):.2f} | {pct(idle, 99):.2f} |",
+        f"| while one client inserts | {len(busy)} | {pct(busy, 50):.2f} | {pct(busy, 99):.2f} |",
+        f"| ratio | | {pct(busy, 50) / pct(idle, 50):.2f}× | {pct(busy, 99) / pct(idle, 99):.2f}× |",
+        "",
+        "| single-row INSERT | rows | rows/s | median (ms) | p99 (ms) |",
+        "|---|---:|---:|---:|---:|",
+        f"| no vector index | {len(base_lat):,} | {len(base_lat) / (sum(base_lat) / 1000):,.0f} | "
+        f"{pct(base_lat, 50):.3f} | {pct(base_lat, 99):.3f} |",
+        f"| omen (while another client queries) | {len(ins_lat):,} | {len(ins_lat) / insert_s:,.0f} | "
+        f"{pct(ins_lat, 50):.3f} | {pct(ins_lat, 99):.3f} |",
+        f"| ratio | | | {pct(ins_lat, 50) / pct(base_lat, 50):.2f}× | {pct(ins_lat, 99) / pct(base_lat, 99):.2f}× |",
+        "",
+        f"- buffered entries at the last insert: {left:,}; the buffer was empty {drain_s:.1f} s later",
+        f"- after: omen_check ok, {nodes:,} nodes for {rows_now:,} rows",
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{folder.name}-ingest.md"
+    out.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Several merge workers on one index, a crash while two merge, and a large buffer's order
+(PostgreSQL 15).
+
+1. Two workers (`omen.max_merge_workers = 2`): `items(id int primary key, v vector(64))`,
+   an omen index built on 2,000 random rows (threshold 50), then 12,000 rows inserted in
+   chunks over a few seconds while another connection runs LIMIT 10 queries (each must
+   return 10 rows). Two `omen merge worker` processes must be seen merging at once
+   (pg_stat_activity); once nothing is buffered, omen_check is ok with one node per row, a
+   full scan through the index returns every row once, every row of a sample is its own
+   nearest neighbour, and recall@10 of 50 queries against exact top-10 is within 5 points
+   of the same index rebuilt by REINDEX.
+2. A crash while two workers merge: the same rows, all 12,000 buffered first (a threshold no
+   insert reaches); the threshold is then lowered and two inserts of 100 rows, a second
+   apart, start two workers. When both run and a third of the buffer is in the graph, the
+   server is killed (`pg_ctl stop -m immediate`) and restarted: omen_check is ok, nodes
+   plus buffered entries are the rows (none lost, none indexed twice), a full scan returns
+   each row once; `omen_flush` then merges the rest to one node per row.
+3. A 20,000-entry buffer (nothing merged): 300 inserted rows are each their own nearest
+   neighbour, and for 50 queries the LIMIT 20 rows through the index are exactly the exact
+   top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
+   SQL.
+"""
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import psycopg
+from test_insert_buffer import BUFFERED, DIM, INITIAL, NO_MERGE, check_index, info
+
+from pgcluster import exact_topk, load, phase, say, vec_text, wait_for
+
+# Rows of each of the inserts that start workers: more than two buffer pages of 64-d entries.
+EXTRA = 100
+WORKERS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
+
+
+def recall_at_10(conn, vectors, queries) -> float:
+    truth = exact_topk(vectors, queries, 10)
+    hits = 0
+    for q, t in zip(queries, truth, strict=True):
+        got = [r[0] for r in conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 10", (vec_text(q),))]
+        hits += len(set(got) & set(t))
+    return hits / (10 * len(queries))
+
+
+def test_two_workers_merge_side_by_side(servers):
+    rng = np.random.default_rng(5151)
+    server = servers.start("merge-workers", "omen.max_merge_workers=2", "max_worker_processes=16")
+    vectors = rng.random((INITIAL + BUFFERED, DIM), dtype=np.float32)
+    rows = {i: vectors[i] for i in range(len(vectors))}
+    queries = rng.random((50, DIM), dtype=np.float32)
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, "items", 0, vectors[:INITIAL])
+        conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 50)")
+
+    stop = threading.Event()
+    seen = {"workers": 0, "queries": 0}
+    errors: list = []
+
+    def watch_and_query() -> None:
+        try:
+            with server.connect() as c:
+                c.execute("SET enable_seqscan = off")
+                while not stop.is_set():
+                    seen["workers"] = max(seen["workers"], c.execute(WORKERS).fetchone()[0])
+                    q = vec_text(queries[seen["queries"] % len(queries)])
+                    got = c.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 10", (q,)).fetchall()
+                    assert len(got) == 10, f"a query during the merge returned {len(got)} rows"
+                    seen["queries"] += 1
+        except (psycopg.Error, AssertionError) as e:  # reported by the main thread
+            errors.append(e)
+
+    watcher = threading.Thread(target=watch_and_query)
+    watcher.start()
+    try:
+        with phase(f"{BUFFERED} rows inserted in chunks, merged by two workers"), server.connect() as conn:
+            for start in range(INITIAL, INITIAL + BUFFERED, 1000):
+                load(conn, "items", start, vectors[start : start + 1000])
+                time.sleep(0.3)
+            wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
+    finally:
+        stop.set()
+        watcher.join()
+    assert not errors, f"the querying connection failed: {errors[0]!r}"
+    say(f"{seen['queries']} queries ran during the merge; at most {seen['workers']} merge workers at once")
+    assert seen["workers"] >= 2, f"at most {seen['workers']} merge worker(s) ran at once, expected 2"
+    with server.connect() as conn:
+        nodes, buffered = check_index(conn, rows, rng, "after two workers merged")
+        assert nodes == len(rows) and buffered == 0, f"{nodes} nodes, {buffered} buffered for {len(rows)} rows"
+        conn.execute("RESET omen.search_list_size")
+        merged = recall_at_10(conn, vectors, queries)
+        conn.execute("REINDEX INDEX items_v")
+        fresh = recall_at_10(conn, vectors, queries)
+        say(f"recall@10 of 50 queries: {merged:.3f} after the merges, {fresh:.3f} after REINDEX")
+        assert merged >= fresh - 0.05, f"recall@10 {merged:.3f} after the merges, {fresh:.3f} built fresh"
+
+
+def test_crash_while_two_workers_merge(servers):
+    rng = np.random.default_rng(5152)
+    server = servers.start("merge-workers-crash", "fsync=on", "omen.max_merge_workers=2", "max_worker_processes=16")
+    vectors = rng.random((INITIAL + BUFFERED + 2 * EXTRA, DIM), dtype=np.float32)
+    rows = {i: vectors[i] for i in range(INITIAL + BUFFERED)}
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, "items", 0, vectors[:INITIAL])
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
+        load(conn, "items", INITIAL, vectors[INITIAL : INITIAL + BUFFERED])
+        assert info(conn)["buffered_entries"] == BUFFERED
+        conn.execute("ALTER INDEX items_v SET (buffer_threshold = 1)")
+        most = 0
+        with phase("two workers started by two inserts a second apart"):
+            for first in (INITIAL + BUFFERED, INITIAL + BUFFERED + EXTRA):
+                # Enough rows to add buffer pages: an insert that adds one requests a merge.
+                load(conn, "items", first, vectors[first : first + EXTRA])
+                rows.update((i, vectors[i]) for i in range(first, first + EXTRA))
+                time.sleep(1.2)
+
+            def two_running() -> bool:
+                nonlocal most
+                most = max(most, conn.execute(WORKERS).fetchone()[0])
+                return most >= 2 and info(conn)["nodes"] >= INITIAL + BUFFERED // 3
+
+            wait_for("two workers and a third of the buffer merged", two_running, timeout=300, interval=0.05)
+    server.crash()
+    server.restart()
+    with server.connect() as conn:
+        after = info(conn)
+        say(f"killed while two workers merged: {after['nodes']} nodes, {after['buffered_entries']} buffered")
+        assert after["buffered_entries"] > 0, "the kill did not land in the merge"
+        check_index(conn, rows, rng, "after recovery")
+        conn.execute("SELECT omen_flush('items_v')")
+        nodes, buffered = check_index(conn, rows, rng, "after omen_flush")
+        assert nodes == len(rows) and buffered == 0, f"{nodes} nodes, {buffered} buffered for {len(rows)} rows"
+
+
+def test_large_buffer_exact_order(server):
+    rng = np.random.default_rng(5153)
+    n_buffered = 20_000
+    vectors = rng.random((INITIAL + n_buffered, DIM), dtype=np.float32)
+    queries = rng.random((50, DIM), dtype=np.float32)
+    with server.connect() as admin:
+        admin.execute("DROP DATABASE IF EXISTS big_buffer")
+        admin.execute("CREATE DATABASE big_buffer")
+    with server.connect("big_buffer") as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, "items", 0, vectors[:INITIAL])
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
+        with phase(f"{n_buffered} rows into the buffer"):
+            load(conn, "items", INITIAL, vectors[INITIAL:])
+        assert info(conn)["buffered_entries"] == n_buffered
+        conn.execute("SET enable_seqscan = off")
+        # A list as large as the graph: its 2,000 rows are searched (nearly) exhaustively,
+        # so the comparison with the exact top 20 tests the buffer's part of the scan.
+        conn.execute("SET omen.search_list_size = 2000")
+        sample = rng.choice(np.arange(INITIAL, INITIAL + n_buffered), size=300, replace=False)
+        for i in sample:
+            got = conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (vec_text(vectors[i]),))
+            assert got.fetchone()[0] == i, f"buffered row {i} is not its own nearest neighbour"
+        truth = exact_topk(vectors, queries, 20)
+        for q, t in zip(queries, truth, strict=True):
+            got = conn.execute(
+                "SELECT id, v <-> %s::vector FROM items ORDER BY v <-> %s::vector LIMIT 20", (vec_text(q), vec_text(q))
+            ).fetchall()
+            ids, dists = [r[0] for r in got], [r[1] for r in got]
+            assert all(a <= b for a, b in itertools.pairwise(dists)), f"not in exact order: {dists}"
+            assert set(ids) == set(t), f"rows {sorted(set(t) - set(ids))} of the exact top 20 are missing"
+        say(f"{n_buffered} buffered rows: 300 their own nearest neighbour; 50 queries get the exact top 20 in order")
