@@ -18,7 +18,7 @@ use crate::storage::page_store::{
     PagePacker, PageStore, centroid_pages, fill_node_record, fill_vector_record, index_name, read_meta, write_meta_page,
 };
 use crate::types::fmgr::datum_vector;
-use omen_core::quant::Quantizer;
+use omen_core::quant::{EncodeScratch, Quantizer};
 
 // pg_stat_progress_create_index parameters (commands/progress.h) and our sub-phases.
 const PROGRESS_CREATEIDX_SUBPHASE: i32 = 10;
@@ -239,6 +239,9 @@ fn build_in_threads(
     }
 }
 
+/// Nodes whose edge codes are computed together (in parallel) while the pages are written.
+const EDGE_CODE_CHUNK: usize = 4096;
+
 /// Builds the graph over the collected vectors and writes metapage and node pages, then
 /// WAL-logs them; the collected data is released.
 fn write_graph(state: &mut BuildState) {
@@ -272,20 +275,42 @@ fn write_graph(state: &mut BuildState) {
         let codes = &g.codes;
         let mut packer = PagePacker::new(PageKind::Node, layout.nodes_per_page);
         let mut ids = Vec::with_capacity(layout.slack_degree);
-        let mut neighbor_codes = Vec::with_capacity(layout.slack_degree * cb);
         let mut rec = vec![0u8; layout.node_size];
-        for i in 0..n {
-            ids.clear();
-            ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
-            neighbor_codes.clear();
-            for &j in &g.neighbors[i] {
-                neighbor_codes.extend_from_slice(&codes[j as usize * cb..(j as usize + 1) * cb]);
+        // Edge codes (each neighbour relative to the node) are computed on the build's
+        // threads, EDGE_CODE_CHUNK nodes at a time; otherwise the nodes' own codes are copied.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
+        let vectors = &state.vectors;
+        let node_codes = |scratch: &mut EncodeScratch, i: usize| -> Vec<u8> {
+            let mut out = vec![0u8; g.neighbors[i].len() * cb];
+            let owner = &vectors[i * dims..(i + 1) * dims];
+            for (&j, code) in g.neighbors[i].iter().zip(out.chunks_mut(cb)) {
+                let j = j as usize;
+                if quantizer.relative() {
+                    quantizer.encode_edge_with(&vectors[j * dims..(j + 1) * dims], owner, code, scratch);
+                } else {
+                    code.copy_from_slice(&codes[j * cb..(j + 1) * cb]);
+                }
             }
-            let location = layout.build_vector_position(i, n);
-            fill_node_record(&mut rec, &layout, &state.tids[i], &ids, &neighbor_codes, location);
-            if let Some(full) = packer.push(&rec) {
-                write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
+            out
+        };
+        for start in (0..n).step_by(EDGE_CODE_CHUNK) {
+            let end = (start + EDGE_CODE_CHUNK).min(n);
+            let chunk: Vec<Vec<u8>> = if quantizer.relative() {
+                use rayon::prelude::*;
+                pool.install(|| (start..end).into_par_iter().map_init(EncodeScratch::default, node_codes).collect())
+            } else {
+                (start..end).map(|i| node_codes(&mut EncodeScratch::default(), i)).collect()
+            };
+            for (i, neighbor_codes) in (start..end).zip(chunk) {
+                ids.clear();
+                ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
+                let location = layout.build_vector_position(i, n);
+                fill_node_record(&mut rec, &layout, &state.tids[i], &ids, &neighbor_codes, location);
+                if let Some(full) = packer.push(&rec) {
+                    write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
+                }
             }
+            pgrx::check_for_interrupts!();
         }
         if let Some(last) = packer.finish() {
             write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &last);

@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{CStr, c_char};
 
 use omen_core::distance::norm;
-use omen_core::graph::NodeId;
+use omen_core::graph::{self, NodeId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -316,7 +316,8 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
     if meta.dims > 0 {
         let mut store = PageStore::new(index, &meta);
         store.cache_codes();
-        // Every edge carries its target's code: (node, neighbour, code on the edge).
+        // Every edge carries its target's code (its own, or relative to the node: edge
+        // codes): (node, neighbour, code on the edge).
         let mut edge_codes: Vec<(NodeId, NodeId, Box<[u8]>)> = Vec::new();
         let cb = store.layout.code_bytes;
         store.for_each_node(|id, n| {
@@ -336,7 +337,15 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             if !adjacency.contains_key(m) {
                 continue; // reported below as an edge to a missing node
             }
-            if store.code_of(*m) != *code {
+            // Edge codes are the neighbour's relative to the node; otherwise its own code.
+            let expected = if store.relative_codes() {
+                let mut owner = Vec::new();
+                graph::GraphStore::vector(&mut store, *id, &mut owner);
+                store.edge_codes(&owner, &[*m]).into_boxed_slice()
+            } else {
+                store.code_of(*m)
+            };
+            if expected != *code {
                 stale += 1;
                 example.get_or_insert((*id, *m));
             }

@@ -424,6 +424,11 @@ impl PageStore {
         }
     }
 
+    /// Whether node records carry edge codes (`Quantizer::relative`).
+    pub fn relative_codes(&self) -> bool {
+        self.quantizer.relative()
+    }
+
     /// The code of `v`.
     pub fn encode(&self, v: &[f32]) -> Vec<u8> {
         let mut code = vec![0u8; self.layout.code_bytes];
@@ -567,6 +572,23 @@ impl PageStore {
         out
     }
 
+    /// The codes of `ids` as neighbours of a node whose vector is `owner`, one after the
+    /// other: edge codes when the quantizer's codes are relative (`Quantizer::relative`),
+    /// else the nodes' own codes.
+    pub fn edge_codes(&mut self, owner: &[f32], ids: &[NodeId]) -> Vec<u8> {
+        if !self.quantizer.relative() {
+            return self.codes_of(ids);
+        }
+        let cb = self.layout.code_bytes;
+        let mut out = vec![0u8; ids.len() * cb];
+        let quantizer = std::rc::Rc::clone(&self.quantizer);
+        let mut scratch = omen_core::quant::EncodeScratch::default();
+        for (&id, code) in ids.iter().zip(out.chunks_mut(cb)) {
+            self.with_vector(id, |v, _| quantizer.encode_edge_with(v, owner, code, &mut scratch));
+        }
+        out
+    }
+
     /// Runs `f` on node `id` under a share lock.
     pub fn read<R>(&self, id: NodeId, f: impl FnOnce(&NodeRef) -> R) -> R {
         let (block, offset) = node_location(id);
@@ -612,7 +634,7 @@ impl PageStore {
         mut link: Option<Link>,
     ) -> Option<NodeId> {
         let n = neighbors.len().min(self.layout.slack_degree);
-        let codes = self.codes_of(&neighbors[..n]);
+        let codes = self.edge_codes(vector, &neighbors[..n]);
         let mut vrec = vec![0u8; self.layout.vector_size];
         let own = self.encode(vector);
         fill_vector_record(&mut vrec, &self.layout, &own, vector);
@@ -883,9 +905,15 @@ impl GraphStore for PageStore {
             }
         });
         let mut codes = Vec::with_capacity(n * cb);
+        let mut owner: Option<Vec<f32>> = None;
         for (j, &m) in neighbors.iter().enumerate() {
             match &known[j] {
                 Some(c) => codes.extend_from_slice(c),
+                None if self.quantizer.relative() => {
+                    let owner = owner.get_or_insert_with(|| self.with_vector(id, |v, _| v.to_vec()));
+                    let c = self.edge_codes(owner, &[m]);
+                    codes.extend_from_slice(&c);
+                }
                 None => {
                     let c = self.code_of(m);
                     codes.extend_from_slice(&c);
@@ -928,6 +956,8 @@ impl GraphStore for PageStore {
         out: &mut Vec<(NodeId, f32)>,
     ) -> Option<(f32, bool)> {
         let cb = self.layout.code_bytes;
+        let relative = self.quantizer.relative();
+        let first = out.len();
         let (block, offset) = node_location(id);
         let (location, live) = {
             let guard = ReadGuard::new(self.index, block);
@@ -939,8 +969,15 @@ impl GraphStore for PageStore {
             for (i, &n) in node.neighbors().iter().enumerate() {
                 if keep(n) {
                     let code = &node.codes_area[i * cb..(i + 1) * cb];
-                    out.push((n, self.quantizer.estimate(&self.prepared, code)));
-                    if let Some(m) = self.codes.as_mut() {
+                    // Edge codes: the part without the node's own distance, added below.
+                    let estimate = if relative {
+                        self.quantizer.edge_partial(&self.prepared, code)
+                    } else {
+                        self.quantizer.estimate(&self.prepared, code)
+                    };
+                    out.push((n, estimate));
+                    // An edge code is the neighbour's relative to this node, not its own.
+                    if let Some(m) = self.codes.as_mut().filter(|_| !relative) {
                         m.entry(n).or_insert_with(|| code.into());
                     }
                 }
@@ -954,6 +991,12 @@ impl GraphStore for PageStore {
             None => self.read_vector_record(location, |_, v| metric.rank_distance(v, &query)),
         };
         self.query = query;
-        Some((if exact.is_nan() { f32::INFINITY } else { exact }, live))
+        let exact = if exact.is_nan() { f32::INFINITY } else { exact };
+        if relative {
+            for e in &mut out[first..] {
+                e.1 += exact;
+            }
+        }
+        Some((exact, live))
     }
 }

@@ -104,6 +104,45 @@ fn main() {
             );
         }
     }
+    // Edge codes: each neighbour's code relative to the node that stores it.
+    for bits in [2usize, 4, 8] {
+        let q = quantizer.clone().with_bits(bits);
+        if !q.relative() {
+            continue;
+        }
+        let cb = q.code_bytes();
+        let edge_codes: Vec<Vec<u8>> = (0..n as u32)
+            .map(|id| {
+                let owner = store.vector_of(id);
+                let mut codes = vec![0u8; store.neighbors_of(id).len() * cb];
+                for (&m, c) in store.neighbors_of(id).iter().zip(codes.chunks_mut(cb)) {
+                    q.encode_edge(store.vector_of(m), owner, c);
+                }
+                codes
+            })
+            .collect();
+        let mut edge =
+            EdgeStore { inner: &store, q: &q, codes: &edge_codes, prepared: Default::default(), query: Vec::new() };
+        for l in [10usize, 20, 40, 80] {
+            let (mut hits, mut work) = (0, 0);
+            let t0 = Instant::now();
+            for qi in 0..nq {
+                let qv = &queries[qi * dim..(qi + 1) * dim];
+                search.start(&mut edge, qv, entry);
+                search.run(&mut edge, qv, l);
+                work += search.distance_count();
+                let got: Vec<u32> = search.results().take(10).map(|r| r.0).collect();
+                let gt = &truth[qi * tdim..qi * tdim + 10];
+                hits += got.iter().filter(|id| gt.contains(&(**id as f32))).count();
+            }
+            println!(
+                "| {bits}-bit edge codes | {cb} | {l} | {:.4} | {} | {:.0} |",
+                hits as f64 / (10 * nq) as f64,
+                work / nq,
+                t0.elapsed().as_micros() as f64 / nq as f64
+            );
+        }
+    }
     for l in [10usize, 20, 40] {
         let mut hits = 0;
         let t0 = Instant::now();
@@ -120,5 +159,51 @@ fn main() {
             hits as f64 / (10 * nq) as f64,
             t0.elapsed().as_micros() as f64 / nq as f64
         );
+    }
+}
+
+/// Traversal on edge codes (each neighbour relative to the node that stores it).
+struct EdgeStore<'a> {
+    inner: &'a MemoryStore,
+    q: &'a omen_core::quant::Quantizer,
+    codes: &'a [Vec<u8>],
+    prepared: omen_core::quant::PreparedQuery,
+    query: Vec<f32>,
+}
+
+impl graph::GraphStore for EdgeStore<'_> {
+    fn distance(&mut self, id: u32, query: &[f32]) -> f32 {
+        self.inner.metric().rank_distance(self.inner.vector_of(id), query)
+    }
+    fn neighbors(&mut self, id: u32, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(self.inner.neighbors_of(id));
+    }
+    fn vector(&mut self, id: u32, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(self.inner.vector_of(id));
+    }
+    fn set_neighbors(&mut self, _: u32, _: &[u32]) {
+        unreachable!()
+    }
+    fn prepare(&mut self, query: &[f32]) {
+        self.query = query.to_vec();
+        self.q.prepare(query, &mut self.prepared);
+    }
+    fn expand_coded(
+        &mut self,
+        id: u32,
+        keep: &mut dyn FnMut(u32) -> bool,
+        out: &mut Vec<(u32, f32)>,
+    ) -> Option<(f32, bool)> {
+        let own = self.inner.metric().rank_distance(self.inner.vector_of(id), &self.query);
+        let cb = self.q.code_bytes();
+        for (i, &m) in self.inner.neighbors_of(id).iter().enumerate() {
+            if keep(m) {
+                let code = &self.codes[id as usize][i * cb..(i + 1) * cb];
+                out.push((m, self.q.estimate_edge(&self.prepared, code, own)));
+            }
+        }
+        Some((own, true))
     }
 }

@@ -53,6 +53,15 @@ pub struct Quantizer {
     centroid: Vec<f32>,
 }
 
+/// Buffers [`Quantizer::encode_edge_with`] reuses from one code to the next.
+#[derive(Clone, Debug, Default)]
+pub struct EncodeScratch {
+    v_source: Vec<f32>,
+    owner_source: Vec<f32>,
+    residual: Vec<f32>,
+    rotated: Vec<f32>,
+}
+
 /// A query prepared against a [`Quantizer`]: rotated, with the terms every estimate shares.
 #[derive(Clone, Debug, Default)]
 pub struct PreparedQuery {
@@ -228,7 +237,8 @@ impl Quantizer {
         Some(buf)
     }
 
-    /// Writes the code of `v` into `out` (`code_bytes` long).
+    /// Writes the code of `v` into `out` (`code_bytes` long): of its residual from the
+    /// centroid.
     pub fn encode(&self, v: &[f32], out: &mut [u8]) {
         debug_assert_eq!(out.len(), self.code_bytes());
         out.fill(0);
@@ -241,9 +251,79 @@ impl Quantizer {
         let mut buf = Vec::new();
         let Some(x) = self.source(v, &mut buf) else { return };
         let residual: Vec<f32> = x.iter().zip(&self.centroid).map(|(a, c)| a - c).collect();
+        self.encode_residual(&residual, out, &mut Vec::with_capacity(self.padded));
+    }
+
+    /// Whether the codes in a node's record are *edge codes*: each neighbour's vector
+    /// relative to the node's own ([`Quantizer::encode_edge`]). So with multi-bit codes
+    /// (below about 450 dimensions) for L2, inner product and cosine: a neighbour is close
+    /// to the node, so its residual from it is short, and the error of an estimate grows
+    /// with the residual's length. On fashion-mnist projected to 64 dimensions, 4-bit
+    /// codes of residuals from the centroid reached recall@10 0.90 at list size 40, where
+    /// traversing on exact distances reached 0.999; with edge codes, 0.996. (1-bit codes,
+    /// from about 450 dimensions, gained nothing from it on fashion-mnist-784: there a
+    /// neighbour's residual from its node is hardly shorter than from the centroid.)
+    pub fn relative(&self) -> bool {
+        !self.exact && self.bits > 1 && self.metric != Metric::L1
+    }
+
+    /// Writes the code of `v` as a neighbour of `owner` into `out`: with [`relative`](
+    /// Self::relative) codes, of `v - owner` (normalized vectors for cosine) plus, for L2,
+    /// `<owner - c, v - owner>`; otherwise [`encode`](Self::encode)'s code of `v`.
+    pub fn encode_edge(&self, v: &[f32], owner: &[f32], out: &mut [u8]) {
+        self.encode_edge_with(v, owner, out, &mut EncodeScratch::default());
+    }
+
+    /// [`encode_edge`](Self::encode_edge) with buffers kept between calls.
+    pub fn encode_edge_with(&self, v: &[f32], owner: &[f32], out: &mut [u8], scratch: &mut EncodeScratch) {
+        if !self.relative() {
+            return self.encode(v, out);
+        }
+        out.fill(0);
+        let EncodeScratch { v_source, owner_source, residual, rotated } = scratch;
+        let (Some(x), Some(o)) = (self.source(v, v_source), self.source(owner, owner_source)) else { return };
+        residual.clear();
+        residual.extend(x.iter().zip(o).map(|(a, b)| a - b));
+        self.encode_residual(residual, out, rotated);
+        if self.metric == Metric::L2 {
+            let k: f32 = o.iter().zip(&self.centroid).zip(residual.iter()).map(|((o, c), r)| (o - c) * r).sum();
+            let at = self.bits * self.code_dims / 8 + 12;
+            out[at..at + 4].copy_from_slice(&k.to_le_bytes());
+        }
+    }
+
+    /// The part of an edge code's estimate that does not depend on the node that stores
+    /// it: [`estimate_edge`](Self::estimate_edge) is `owner_distance + edge_partial`.
+    #[inline]
+    pub fn edge_partial(&self, prepared: &PreparedQuery, code: &[u8]) -> f32 {
+        if !self.relative() {
+            return self.estimate(prepared, code);
+        }
+        let float = |at: usize| f32::from_le_bytes(code[at..at + 4].try_into().expect("4 bytes"));
+        let at = self.bits * self.code_dims / 8;
+        let sum = plane_sum(&prepared.rotated, &code[..at], self.bits);
+        let (dot, k_at) = (float(at + 4) * prepared.total + float(at + 8) * sum, at + 12);
+        match self.metric {
+            // |q - n|² = |q - x|² + |r|² - 2 (<q - c, r> - <x - c, r>), r = n - x.
+            Metric::L2 | Metric::L1 => float(at) - 2.0 * (dot - float(k_at)),
+            // 1 - <q, n> = (1 - <q, x>) - <q, r>; -<q, n> = -<q, x> - <q, r>.
+            Metric::InnerProduct | Metric::Cosine => -dot,
+        }
+    }
+
+    /// The estimated rank distance between the prepared query and the vector of an edge
+    /// code stored by a node at rank distance `owner_distance` from the query (with
+    /// codes that are not [`relative`](Self::relative): [`estimate`](Self::estimate)).
+    #[inline]
+    pub fn estimate_edge(&self, prepared: &PreparedQuery, code: &[u8], owner_distance: f32) -> f32 {
+        if self.relative() { owner_distance + self.edge_partial(prepared, code) } else { self.estimate(prepared, code) }
+    }
+
+    /// Writes the code of `residual` (bits and factors; `|residual|²` first).
+    fn encode_residual(&self, residual: &[f32], out: &mut [u8], rot: &mut Vec<f32>) {
         let norm_sq: f32 = residual.iter().map(|&r| r * r).sum();
-        let mut rot = Vec::with_capacity(self.padded);
-        self.rotate(&residual, &mut rot);
+        self.rotate(residual, rot);
+        let rot = &*rot;
         let m = self.code_dims;
         if self.bits > 1 {
             // Each kept coordinate on a uniform grid of 2^bits levels centred on zero, the
@@ -431,6 +511,40 @@ mod tests {
     fn rows(n: usize, dims: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n * dims).map(|_| (splitmix(&mut s) % 2000) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// Edge codes describe a neighbour relative to the node that stores it: for neighbours
+    /// close to their node, their estimates are several times closer to the exact distances
+    /// than those of codes relative to the centroid, for every metric that uses them.
+    #[test]
+    fn edge_codes_estimate_close_neighbours_better() {
+        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+            for dims in [64, 100, 200] {
+                let owners = rows(200, dims, 5);
+                let noise = rows(200, dims, 6);
+                let queries = rows(10, dims, 7);
+                // Each neighbour: its owner plus a small perturbation.
+                let neighbours: Vec<f32> = owners.iter().zip(&noise).map(|(o, e)| o + 0.05 * e).collect();
+                let c = Quantizer::centroid_of(metric, dims, &owners);
+                let q = Quantizer::new(metric, dims, c, 9);
+                assert!(q.relative(), "{metric:?} {dims}: multi-bit codes are edge codes");
+                let (mut own, mut edge) = (vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()]);
+                let (mut err_global, mut err_edge) = (0f64, 0f64);
+                let mut p = PreparedQuery::default();
+                for query in queries.chunks(dims) {
+                    q.prepare(query, &mut p);
+                    for (o, n) in owners.chunks(dims).zip(neighbours.chunks(dims)) {
+                        let exact = metric.rank_distance(n, query);
+                        q.encode(n, &mut own);
+                        q.encode_edge(n, o, &mut edge);
+                        let owner_distance = metric.rank_distance(o, query);
+                        err_global += (q.estimate(&p, &own) - exact).abs() as f64;
+                        err_edge += (q.estimate_edge(&p, &edge, owner_distance) - exact).abs() as f64;
+                    }
+                }
+                assert!(err_edge * 3.0 < err_global, "{metric:?} {dims}: edge error {err_edge}, global {err_global}");
+            }
+        }
     }
 
     /// The fast transform is the Hadamard matrix (entry (i, j) = (-1)^popcount(i & j)),
