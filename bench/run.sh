@@ -5,7 +5,8 @@
 # with --churn after the data folder, bench/churn.py (omen through ten rounds of churn), or
 # with --inserts, bench/inserts.py (INSERT latency and throughput, every engine), or with
 # --profile, bench/profile.py (a perf profile of omen's query loop), or with --ingest,
-# bench/ingest.py (merge throughput, queries while rows stream in).
+# bench/ingest.py (merge throughput, queries while rows stream in), or with --stream,
+# bench/stream.py (a million single-row INSERTs and a bulk load, latency per 10,000 rows).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
 if [ "${1:-}" = "--churn" ]; then
     shift
     "$PY" bench/churn.py "$DATA" "$@"
+elif [ "${1:-}" = "--stream" ]; then
+    shift
+    "$PY" bench/stream.py "$DATA" "$@"
 elif [ "${1:-}" = "--ingest" ]; then
     shift
     "$PY" bench/ingest.py "$DATA" "$@"

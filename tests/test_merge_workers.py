@@ -82,6 +82,8 @@ def test_two_workers_merge_side_by_side(servers):
                 load(conn, "items", start, vectors[start : start + 1000])
                 time.sleep(0.3)
             wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
+            # The last worker repairs reachability before it exits.
+            wait_for("the workers to exit", lambda: conn.execute(WORKERS).fetchone()[0] == 0, timeout=120)
     finally:
         stop.set()
         watcher.join()

@@ -132,16 +132,21 @@ pub fn merge_some(
 pub fn merge_all(index: pg_sys::Relation) -> usize {
     let merged = merge_some(index, &mut None, usize::MAX, 1, Part::WHOLE);
     if merged > 0 {
-        // The merge's back-edge prunes may have cut a node's only in-edge: link such
-        // nodes back, so that every row a merge brought in can be found.
-        let meta = read_meta(index);
-        if meta.entry != NO_NODE {
-            let mut store = PageStore::new(index, &meta);
-            store.cache_vectors();
-            super::reachability::reconnect_unreachable(&mut store, meta.entry, &meta.params(), &mut BeamSearch::new());
-        }
+        repair_reachability(index);
     }
     merged
+}
+
+/// After merges: their back-edge prunes may have cut a node's only in-edge. Links such
+/// nodes back, so that every row a merge brought in can be found (one traversal of the
+/// graph). The caller holds every merge slot.
+pub fn repair_reachability(index: pg_sys::Relation) {
+    let meta = read_meta(index);
+    if meta.entry != NO_NODE {
+        let mut store = PageStore::new(index, &meta);
+        store.cache_vectors();
+        super::reachability::reconnect_unreachable(&mut store, meta.entry, &meta.params(), &mut BeamSearch::new());
+    }
 }
 
 /// Adds the entries of one batch to the graph: nodes with out-edges first (each atomically

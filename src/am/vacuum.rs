@@ -34,7 +34,10 @@ use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
 
 /// Repair search list size l_d, and edges given to each in-neighbour (c in the paper).
-const REPAIR_LIST_SIZE: usize = 128;
+/// 64, the build's list size: each in-neighbour found computes its distance to every
+/// result of the search, so the repair's cost grows with the square of this size (128
+/// before; `make bench-churn` compares the VACUUM times with pgvector's).
+const REPAIR_LIST_SIZE: usize = 64;
 const REPAIR_EDGES: usize = 3;
 
 /// A zeroed IndexBulkDeleteResult when PostgreSQL passed none.

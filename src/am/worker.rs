@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
-use super::merge::{MergeCursor, Part, merge_some};
+use super::merge::{MergeCursor, Part, merge_some, repair_reachability};
 use super::options::MAX_MERGE_WORKERS;
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{MAX_MERGE_SLOTS, slot_free, try_lock_slot, unlock_slot};
+use crate::storage::merge_lock::{
+    MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_slot, unlock_merge, unlock_slot,
+};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -118,8 +120,9 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
     let mut named = false;
+    let mut merged_any = false;
     while !BackgroundWorker::sigterm_received() {
-        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursors, &mut named));
+        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursors, &mut named, &mut merged_any));
         if !BackgroundWorker::transaction(step) {
             break;
         }
@@ -127,9 +130,16 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
 }
 
 /// One transaction of merging: the part of the first free merge slot that has entries
-/// left. False when the worker should exit (nothing left in any free slot's part, or the
-/// index is gone).
-fn merge_step(index_oid: pg_sys::Oid, cursors: &mut [Option<MergeCursor>], named: &mut bool) -> bool {
+/// left. When nothing is left and this worker merged something, it repairs reachability
+/// (`merge::repair_reachability`) if it can take every slot at once: then no other merge
+/// runs, and the last worker to finish does it. False when the worker should exit
+/// (nothing left in any free slot's part, or the index is gone).
+fn merge_step(
+    index_oid: pg_sys::Oid,
+    cursors: &mut [Option<MergeCursor>],
+    named: &mut bool,
+    merged_any: &mut bool,
+) -> bool {
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: try_relation_open returns NULL when the relation no longer exists.
     let index = unsafe { pg_sys::try_relation_open(index_oid, lockmode) };
@@ -164,9 +174,15 @@ fn merge_step(index_oid: pg_sys::Oid, cursors: &mut [Option<MergeCursor>], named
                 more = merge_some(index, cursor, WORKER_BUDGET, usize::MAX, part) > 0;
                 unlock_slot(index, slot);
                 if more {
+                    *merged_any = true;
                     break;
                 }
             }
+        }
+        if !more && *merged_any && try_lock_merge(index) {
+            repair_reachability(index);
+            unlock_merge(index);
+            *merged_any = false;
         }
     }
     // SAFETY: opened above with this lock mode; the lock is kept to the end of the
