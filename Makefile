@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?=
 
-.PHONY: deps install install-pg18 test test-quick lint demo bench bench-churn bench-inserts bench-kernels clean
+.PHONY: deps install install-pg18 test test-quick lint demo bench bench-churn bench-inserts bench-ingest bench-stream bench-profile bench-kernels clean
 
 deps:
 	scripts/deps.sh
@@ -37,6 +37,18 @@ bench-churn: deps
 
 bench-inserts: deps
 	bench/run.sh $(DATA) --inserts $(ARGS)
+
+# Merge throughput and queries while rows stream in (bench/ingest.py).
+bench-ingest: deps
+	bench/run.sh $(DATA) --ingest $(ARGS)
+
+# A million single-row INSERTs and a bulk load, latency per 10,000 rows (bench/stream.py).
+bench-stream: deps
+	bench/run.sh $(DATA) --stream $(ARGS)
+
+# A perf profile of omen's query loop (bench/profile.py).
+bench-profile: deps
+	bench/run.sh $(DATA) --profile $(ARGS)
 
 bench-kernels:
 	cargo bench -p omen-core --bench distance

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import psycopg
 
-from common import RESULTS, data_from_args, fresh_db, phase, say, vecs
+from common import RESULTS, data_from_args, fresh_db, metric_of, phase, say, vecs
 
 K = 10
 ROUNDS = 10
@@ -29,8 +29,7 @@ ENGINES = {
 
 def main() -> None:
     folder, base, _, truth, texts = data_from_args()
-    cosine = any(k in folder.name for k in ("minilm", "angular", "cosine"))
-    ops, op = ("vector_cosine_ops", "<=>") if cosine else ("vector_l2_ops", "<->")
+    ops, op = metric_of(folder.name)
     conns = {}
     builds = {}
     for engine, (extension, index_sql) in ENGINES.items():

@@ -17,6 +17,14 @@ say = progress.say
 phase = progress.phase
 
 
+def metric_of(name: str) -> tuple[str, str]:
+    """(operator class, operator) of a data set by its folder name: cosine for sentence
+    embeddings ("minilm", "angular" or "cosine" in the name), L2 otherwise."""
+    if any(k in name for k in ("minilm", "angular", "cosine")):
+        return "vector_cosine_ops", "<=>"
+    return "vector_l2_ops", "<->"
+
+
 def data_from_args():
     """Parses `DATA_FOLDER [--queries N]`; returns (folder, base, queries, truth, query texts)."""
     ap = argparse.ArgumentParser()

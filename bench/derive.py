@@ -18,10 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import vecs
-
-
-def cosine_name(name: str) -> bool:
-    return any(k in name for k in ("minilm", "angular", "cosine"))
+from common import metric_of
 
 
 def write_vecs(path: Path, rows: np.ndarray) -> None:
@@ -63,7 +60,7 @@ def main() -> None:
     _, vecs_ = np.linalg.eigh(cov)
     axes = vecs_[:, ::-1][:, : args.dims].astype(np.float32)
     pbase, pqueries = (base - mean) @ axes, (queries - mean) @ axes
-    cosine = cosine_name(out.name)
+    cosine = metric_of(out.name)[0] == "vector_cosine_ops"
     truth = ground_truth(pbase, pqueries, cosine)
     out.mkdir(parents=True, exist_ok=True)
     write_vecs(out / f"{out.name}_base.fvecs", pbase)

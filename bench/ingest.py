@@ -27,25 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from inserts import load_staging
+from inserts import load_staging, prepare
 
-from common import RESULTS, fresh_db, phase, say, vecs
+from common import RESULTS, fresh_db, metric_of, phase, say, vecs
 
 DB = "ingest"
 
 
 def connect():
     return psycopg.connect(dbname=DB, autocommit=True)
-
-
-def fresh_table(conn, dims: int, index_sql: str | None) -> None:
-    conn.execute("DROP TABLE IF EXISTS items")
-    conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({dims}))")
-    conn.execute("INSERT INTO items SELECT id, v FROM staging WHERE id < 0")
-    if index_sql:
-        conn.execute(index_sql)
-    conn.execute("VACUUM ANALYZE items")
-    conn.execute("CHECKPOINT")
 
 
 def buffered(conn) -> int:
@@ -106,8 +96,7 @@ def main() -> None:
     folder = Path(args.data)
     with phase(f"read {folder.name}"):
         base, queries, _ = vecs.load(folder)
-    cosine = any(k in folder.name for k in ("minilm", "angular", "cosine"))
-    ops, op = ("vector_cosine_ops", "<=>") if cosine else ("vector_l2_ops", "<->")
+    ops, op = metric_of(folder.name)
     dims = base.shape[1]
     texts = [vecs.vector_text(q) for q in queries[:500]]
     fresh_db(DB)
@@ -122,7 +111,7 @@ def main() -> None:
         # 1. One backend merges with omen_flush.
         with phase(f"omen_flush: {args.initial} rows indexed, {args.merge_rows} buffered"):
             never = "WITH (buffer_threshold = 100000000)"
-            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops}) {never}")
+            prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops}) {never}")
             conn.execute(f"INSERT INTO items SELECT id, v FROM staging WHERE id BETWEEN 1 AND {args.merge_rows}")
         t0 = time.perf_counter()
         merged = conn.execute("SELECT omen_flush('items_v')").fetchone()[0]
@@ -133,7 +122,7 @@ def main() -> None:
 
         # 2. The background worker merges.
         with phase(f"worker: {args.initial} rows indexed, {args.merge_rows} buffered at once"):
-            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
+            prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
             conn.execute(f"INSERT INTO items SELECT id, v FROM staging WHERE id BETWEEN 1 AND {args.merge_rows}")
         # Workers start while the INSERT runs: count what is left at its commit.
         at_commit = buffered(conn)
@@ -143,13 +132,13 @@ def main() -> None:
 
         # 3. Single-row INSERTs without a vector index: the latency baseline.
         with phase(f"no vector index: {args.baseline_rows} single-row INSERTs"):
-            fresh_table(conn, dims, None)
+            prepare(conn, dims, None)
             base_lat: list[float] = []
             insert_stream(args.baseline_rows, base_lat)
 
         # 4. Queries while one client inserts.
         with phase(f"omen: {args.initial} rows and their index"):
-            fresh_table(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
+            prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
         query_latencies(conn, texts, op, count=200)  # warm
         idle = query_latencies(conn, texts, op, count=1000)
         ins_lat: list[float] = []

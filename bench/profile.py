@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from run import load
 
-from common import fresh_db, phase, say, vecs
+from common import fresh_db, metric_of, phase, say, vecs
 
 
 def main() -> None:
@@ -26,8 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.data)
     base, queries, _ = vecs.load(folder)
-    cosine = any(k in folder.name for k in ("minilm", "angular", "cosine"))
-    ops, op = ("vector_cosine_ops", "<=>") if cosine else ("vector_l2_ops", "<->")
+    ops, op = metric_of(folder.name)
     texts = [vecs.vector_text(q) for q in queries[:1000]]
     fresh_db("bench_profile")
     conn = psycopg.connect(dbname="bench_profile", autocommit=True)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psycopg
 
-from common import RESULTS, data_from_args, fresh_db, phase, say, vecs
+from common import RESULTS, data_from_args, fresh_db, metric_of, phase, say, vecs
 
 K = 10
 # The data set's metric: cosine for sentence embeddings, L2 otherwise (set in main).
@@ -78,8 +78,7 @@ def main() -> None:
     global OPS, OP
     folder, base, _, truth, texts = data_from_args()
     name = folder.name
-    if any(k in name for k in ("minilm", "angular", "cosine")):
-        OPS, OP = "vector_cosine_ops", "<=>"
+    OPS, OP = metric_of(name)
     rows = []  # (engine, setting, recall, qps)
 
     fresh_db("bench_pgvector")

@@ -19,21 +19,9 @@ scripts/pgserver.sh start "$PG18/bin" "$DIR" "$PORT" shared_buffers=4GB maintena
     max_parallel_maintenance_workers=1 max_parallel_workers_per_gather=0 jit=off
 trap 'scripts/pgserver.sh stop "$PG18/bin" "$DIR" "$PORT"' EXIT
 export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
-if [ "${1:-}" = "--churn" ]; then
-    shift
-    "$PY" bench/churn.py "$DATA" "$@"
-elif [ "${1:-}" = "--stream" ]; then
-    shift
-    "$PY" bench/stream.py "$DATA" "$@"
-elif [ "${1:-}" = "--ingest" ]; then
-    shift
-    "$PY" bench/ingest.py "$DATA" "$@"
-elif [ "${1:-}" = "--profile" ]; then
-    shift
-    "$PY" bench/profile.py "$DATA" "$@"
-elif [ "${1:-}" = "--inserts" ]; then
-    shift
-    "$PY" bench/inserts.py "$DATA" "$@"
-else
-    "$PY" bench/run.py "$DATA" "$@"
-fi
+# The mode flag after the data folder picks the script; the rest are its options.
+case "${1:-}" in
+--churn | --stream | --ingest | --profile | --inserts) script="bench/${1#--}.py"; shift ;;
+*) script=bench/run.py ;;
+esac
+"$PY" "$script" "$DATA" "$@"

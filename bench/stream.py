@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 from inserts import load_staging, prepare, run_pgbench
 
-from common import RESULTS, fresh_db, phase, say, vecs
+from common import RESULTS, fresh_db, metric_of, phase, say, vecs
 
 DB = "inserts"
 WINDOW = 10_000
@@ -47,8 +47,7 @@ def main() -> None:
     folder = Path(args.data)
     with phase(f"read {folder.name}"):
         base, _, _ = vecs.load(folder)
-    cosine = any(k in folder.name for k in ("minilm", "angular", "cosine"))
-    ops = "vector_cosine_ops" if cosine else "vector_l2_ops"
+    ops, _ = metric_of(folder.name)
     engines = {
         "no vector index": (None, args.rows),
         "omen": (f"CREATE INDEX items_v ON items USING omen (v {ops})", args.rows),

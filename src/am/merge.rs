@@ -96,13 +96,17 @@ pub fn merge_some(
                 batch.extend(insert_buffer::read_entries(index, c.pages[c.next], c.segment, meta.dims as usize, keep));
                 c.next += 1;
             }
-            merge_batch(&mut store, &batch);
+            let linked = merge_batch(&mut store, &batch, c.segment);
+            // MERGED: only the entries this batch linked (another merge may be linking
+            // others on the same page, should two parts overlap).
             for &block in &c.pages[first..c.next] {
                 insert_buffer::edit_entries(index, block, Some(c.segment), |headers| {
                     let mut changed = false;
-                    for h in headers.iter_mut().filter(|h| h.state == LINKING) {
-                        h.state = MERGED;
-                        changed = true;
+                    for (i, h) in headers.iter_mut().enumerate() {
+                        if h.state == LINKING && linked.contains(&(block, i as u16 + 1)) {
+                            h.state = MERGED;
+                            changed = true;
+                        }
                     }
                     changed
                 });
@@ -149,16 +153,17 @@ pub fn repair_reachability(index: pg_sys::Relation) {
     }
 }
 
-/// Adds the entries of one batch to the graph: nodes with out-edges first (each atomically
-/// with its entry's move to LINKING), then the back-edges of all of them.
-fn merge_batch(store: &mut PageStore, batch: &[Entry]) {
+/// Adds the entries of one batch (of buffer segment `segment`) to the graph: nodes with
+/// out-edges first (each atomically with its entry's move to LINKING), then the back-edges
+/// of all of them. Returns the entries (block, offset) whose back-edges it added.
+fn merge_batch(store: &mut PageStore, batch: &[Entry], segment: u32) -> Vec<(u32, u16)> {
     let index = store.index;
     let mut meta = read_meta(index);
     let params = meta.params();
     let metric = meta.metric();
     let mut search = BeamSearch::new();
     let mut placed: Vec<(NodeId, usize)> = Vec::new();
-    let mut links: Vec<(NodeId, Vec<NodeId>)> = Vec::new();
+    let mut links: Vec<(NodeId, Vec<NodeId>, (u32, u16))> = Vec::new();
     for (i, e) in batch.iter().enumerate() {
         let node = if e.header.state == PENDING {
             let extra: Vec<(NodeId, f32)> =
@@ -168,18 +173,18 @@ fn merge_batch(store: &mut PageStore, batch: &[Entry]) {
             } else {
                 graph::choose_neighbors(store, NO_NODE, &e.vector, meta.entry, &extra, &params, &mut search)
             };
-            let mut mark = |page: *mut u8, id: NodeId| insert_buffer::mark_linking(page, e.offset, id);
+            let mut mark = |page: *mut u8, id: NodeId| insert_buffer::mark_linking(page, segment, e.offset, id);
             let Some(id) = store.append_linked(&e.heap_tid(), &e.vector, &out, Some((e.block, &mut mark))) else {
                 continue;
             };
-            links.push((id, out));
+            links.push((id, out, (e.block, e.offset)));
             id
         } else {
             // LINKING: the node was written by a merge that stopped before its back-edges.
             let id = e.header.node;
             let mut out = Vec::new();
             graph::GraphStore::neighbors(store, id, &mut out);
-            links.push((id, out));
+            links.push((id, out, (e.block, e.offset)));
             id
         };
         if meta.entry == NO_NODE {
@@ -192,7 +197,8 @@ fn merge_batch(store: &mut PageStore, batch: &[Entry]) {
         }
         placed.push((node, i));
     }
-    for (id, out) in &links {
+    for (id, out, _) in &links {
         graph::add_back_edges(store, *id, out, &params);
     }
+    links.into_iter().map(|(_, _, at)| at).collect()
 }

@@ -10,7 +10,8 @@
 //! transactions of [`WORKER_BUDGET`] entries, in each taking the first merge slot it gets
 //! without waiting and merging that slot's part of the buffer (`merge::Part`), until no
 //! part has anything left. Between transactions it holds no lock, so
-//! DROP INDEX, REINDEX, TRUNCATE or ALTER wait at most for one such transaction; when the
+//! DROP INDEX, REINDEX, TRUNCATE or ALTER wait at most for one such transaction (the last
+//! one, which repairs reachability once the buffer is empty, traverses the graph); when the
 //! index is gone (or no longer an omen index) the worker exits. SIGTERM (shutdown,
 //! `pg_terminate_backend`) stops it between transactions; an interrupted merge resumes from
 //! its entries' states.
@@ -29,9 +30,7 @@ use pgrx::pg_sys;
 use super::merge::{MergeCursor, Part, merge_some, repair_reachability};
 use super::options::MAX_MERGE_WORKERS;
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{
-    MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_slot, unlock_merge, unlock_slot,
-};
+use crate::storage::merge_lock::{MAX_MERGE_SLOTS, lock_merge, slot_free, try_lock_slot, unlock_merge, unlock_slot};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -130,9 +129,9 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
 }
 
 /// One transaction of merging: the part of the first free merge slot that has entries
-/// left. When nothing is left and this worker merged something, it repairs reachability
-/// (`merge::repair_reachability`) if it can take every slot at once: then no other merge
-/// runs, and the last worker to finish does it. False when the worker should exit
+/// left. When nothing is left and this worker merged something, it takes every slot
+/// (waiting for the other workers' transactions) and repairs reachability
+/// (`merge::repair_reachability`: one traversal of the graph per drained buffer). False when the worker should exit
 /// (nothing left in any free slot's part, or the index is gone).
 fn merge_step(
     index_oid: pg_sys::Oid,
@@ -179,7 +178,9 @@ fn merge_step(
                 }
             }
         }
-        if !more && *merged_any && try_lock_merge(index) {
+        if !more && *merged_any {
+            // Every slot, waiting: other workers hold one for a transaction at most.
+            lock_merge(index);
             repair_reachability(index);
             unlock_merge(index);
             *merged_any = false;

@@ -354,10 +354,11 @@ pub fn edit_entries(
     }
 }
 
-/// Sets entry `offset` of the buffer page working copy `page` to LINKING with `node`, if it
-/// is still PENDING. For the merge, inside the WAL record that writes the node.
-pub fn mark_linking(page: *mut u8, offset: u16, node: u32) -> bool {
-    if !is_buffer_page(page) || offset as usize > item_count(page) {
+/// Sets entry `offset` of the buffer page working copy `page` to LINKING with `node`, if the
+/// page is still in segment `segment` (not released and reused meanwhile) and the entry
+/// still PENDING. For the merge, inside the WAL record that writes the node.
+pub fn mark_linking(page: *mut u8, segment: u32, offset: u16, node: u32) -> bool {
+    if !in_segment(page, Some(segment)) || offset as usize > item_count(page) {
         return false;
     }
     // SAFETY: exclusively locked working copy, offset checked.

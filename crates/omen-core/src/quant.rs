@@ -256,12 +256,12 @@ impl Quantizer {
 
     /// Whether the codes in a node's record are *edge codes*: each neighbour's vector
     /// relative to the node's own ([`Quantizer::encode_edge`]). So with multi-bit codes
-    /// (below about 450 dimensions) for L2, inner product and cosine: a neighbour is close
+    /// (up to 256 dimensions) for L2, inner product and cosine: a neighbour is close
     /// to the node, so its residual from it is short, and the error of an estimate grows
     /// with the residual's length. On fashion-mnist projected to 64 dimensions, 4-bit
     /// codes of residuals from the centroid reached recall@10 0.90 at list size 40, where
     /// traversing on exact distances reached 0.999; with edge codes, 0.996. (1-bit codes,
-    /// from about 450 dimensions, gained nothing from it on fashion-mnist-784: there a
+    /// past 256 dimensions, gained nothing from it on fashion-mnist-784: there a
     /// neighbour's residual from its node is hardly shorter than from the centroid.)
     pub fn relative(&self) -> bool {
         !self.exact && self.bits > 1 && self.metric != Metric::L1
