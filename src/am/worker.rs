@@ -30,7 +30,9 @@ use pgrx::pg_sys;
 use super::merge::{MergeCursor, Part, merge_some, repair_reachability};
 use super::options::MAX_MERGE_WORKERS;
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{MAX_MERGE_SLOTS, lock_merge, slot_free, try_lock_slot, unlock_merge, unlock_slot};
+use crate::storage::merge_lock::{
+    MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_slot, unlock_merge, unlock_slot,
+};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -120,30 +122,56 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
     let mut named = false;
     let mut merged_any = false;
+    let mut waits = 0;
     while !BackgroundWorker::sigterm_received() {
         let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursors, &mut named, &mut merged_any));
-        if !BackgroundWorker::transaction(step) {
-            break;
+        match BackgroundWorker::transaction(step) {
+            Step::Merged => waits = 0,
+            Step::Busy if waits < MAX_BUSY_WAITS => {
+                waits += 1;
+                if !BackgroundWorker::wait_latch(Some(BUSY_WAIT)) {
+                    break; // the postmaster died
+                }
+            }
+            Step::Busy | Step::Done => break,
         }
     }
 }
 
+/// What one transaction of a merge worker did.
+enum Step {
+    /// Merged entries: go on.
+    Merged,
+    /// Found nothing to merge in the free slots, but a slot was taken (another merge runs,
+    /// or a VACUUM or `omen_flush` waits for every slot): look again shortly, since what
+    /// that slot's part holds may be left to this worker.
+    Busy,
+    /// Nothing left (reachability repaired if this worker merged), or the index is gone.
+    Done,
+}
+
+/// A worker that finds only taken slots looks again after this pause, at most
+/// [`MAX_BUSY_WAITS`] times in a row (a minute) before it exits.
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+const MAX_BUSY_WAITS: u32 = 600;
+
 /// One transaction of merging: the part of the first free merge slot that has entries
-/// left. When nothing is left and this worker merged something, it takes every slot
-/// (waiting for the other workers' transactions) and repairs reachability
-/// (`merge::repair_reachability`: one traversal of the graph per drained buffer). False when the worker should exit
-/// (nothing left in any free slot's part, or the index is gone).
+/// left. Slots are only ever tried, never waited for, so workers never queue behind one
+/// another (a waiter would make the others' tries fail). When no slot is taken and nothing
+/// is left, a worker that merged something takes every slot (without waiting) and repairs
+/// reachability (`merge::repair_reachability`: one traversal of the graph per drained
+/// buffer) before it exits.
 fn merge_step(
     index_oid: pg_sys::Oid,
     cursors: &mut [Option<MergeCursor>],
     named: &mut bool,
     merged_any: &mut bool,
-) -> bool {
+) -> Step {
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: try_relation_open returns NULL when the relation no longer exists.
     let index = unsafe { pg_sys::try_relation_open(index_oid, lockmode) };
     if index.is_null() {
-        return false;
+        return Step::Done;
     }
     // SAFETY: an open relation's rd_rel; get_am_name returns a palloc'd name or NULL.
     let is_omen = unsafe {
@@ -153,7 +181,7 @@ fn merge_step(
             && !am.is_null()
             && std::ffi::CStr::from_ptr(am) == c"omen"
     };
-    let mut more = false;
+    let mut step = Step::Done;
     if is_omen {
         if !*named {
             *named = true;
@@ -167,27 +195,38 @@ fn merge_step(
             }
         }
         let slots = merge_slots();
+        let mut busy = false;
         for (slot, cursor) in cursors.iter_mut().enumerate().take(slots) {
-            if try_lock_slot(index, slot) {
-                let part = Part { slot, of: slots };
-                more = merge_some(index, cursor, WORKER_BUDGET, usize::MAX, part) > 0;
-                unlock_slot(index, slot);
-                if more {
-                    *merged_any = true;
-                    break;
-                }
+            if !try_lock_slot(index, slot) {
+                busy = true;
+                continue;
+            }
+            let part = Part { slot, of: slots };
+            let merged = merge_some(index, cursor, WORKER_BUDGET, usize::MAX, part) > 0;
+            unlock_slot(index, slot);
+            if merged {
+                *merged_any = true;
+                step = Step::Merged;
+                break;
             }
         }
-        if !more && *merged_any {
-            // Every slot, waiting: other workers hold one for a transaction at most.
-            lock_merge(index);
-            repair_reachability(index);
-            unlock_merge(index);
-            *merged_any = false;
+        if !matches!(step, Step::Merged) {
+            step = if busy {
+                Step::Busy
+            } else if !*merged_any {
+                Step::Done
+            } else if try_lock_merge(index) {
+                repair_reachability(index);
+                unlock_merge(index);
+                *merged_any = false;
+                Step::Done
+            } else {
+                Step::Busy
+            };
         }
     }
     // SAFETY: opened above with this lock mode; the lock is kept to the end of the
     // transaction, which follows at once.
     unsafe { pg_sys::relation_close(index, lockmode) };
-    more
+    step
 }

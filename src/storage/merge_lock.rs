@@ -47,7 +47,20 @@ pub fn lock_merge(index: pg_sys::Relation) {
     }
 }
 
-/// Releases every slot taken by `lock_merge`.
+/// Takes every merge slot of `index` without waiting, or none; returns whether it did.
+pub fn try_lock_merge(index: pg_sys::Relation) -> bool {
+    for slot in 0..MAX_MERGE_SLOTS {
+        if !try_lock_slot(index, slot) {
+            for taken in (0..slot).rev() {
+                unlock_slot(index, taken);
+            }
+            return false;
+        }
+    }
+    true
+}
+
+/// Releases every slot taken by `lock_merge` or `try_lock_merge`.
 pub fn unlock_merge(index: pg_sys::Relation) {
     for slot in (0..MAX_MERGE_SLOTS).rev() {
         unlock_slot(index, slot);
