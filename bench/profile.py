@@ -60,6 +60,12 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout
+    # cpu-clock samples at 4,000 a second: the share of the wall time the backend was on a CPU
+    # (the rest is the client, the round trips and the scheduler).
+    samples = next((line.split()[2] for line in report.splitlines() if line.startswith("# Samples:")), None)
+    if samples:
+        count = float(samples[:-1]) * 1000 if samples.endswith("K") else float(samples)
+        say(f"backend on CPU {count / 4000 / elapsed:.0%} of the time, {count / 4000 / done * 1e6:.0f} µs a query")
     print("\n".join(line for line in report.splitlines() if line.strip() and not line.startswith("#")))
 
 

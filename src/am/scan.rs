@@ -40,9 +40,10 @@ std::thread_local! {
 /// Per-scan state, allocated in the scan's memory context and dropped with it (its search
 /// then goes back to the pool).
 struct ScanState {
-    store: PageStore,
+    index: pg_sys::Relation,
+    /// The graph as of this query's start (None before the first query).
+    store: Option<PageStore>,
     entry: NodeId,
-    dims: usize,
     search: BeamSearch,
     query: Option<Vec<f32>>,
     list_size: usize,
@@ -76,11 +77,11 @@ pub unsafe extern "C-unwind" fn ambeginscan(
 ) -> pg_sys::IndexScanDesc {
     // SAFETY: RelationGetIndexScan allocates the scan descriptor for this index.
     let scan = unsafe { pg_sys::RelationGetIndexScan(index, nkeys, norderbys) };
-    let meta = read_meta(index);
+    // The metapage is read when the query starts (next_tuple), once.
     let state = ScanState {
-        store: PageStore::new(index, &meta),
-        entry: meta.entry,
-        dims: meta.dims as usize,
+        index,
+        store: None,
+        entry: NO_NODE,
         search: SEARCHES.with_borrow_mut(|pool| pool.pop()).unwrap_or_default(),
         query: None,
         list_size: 0,
@@ -121,17 +122,7 @@ pub unsafe extern "C-unwind" fn amrescan(
     state.buffered.clear();
     state.buffered_tids.clear();
     state.query = match key {
-        Some(k) if k.sk_flags & pg_sys::SK_ISNULL as i32 == 0 => {
-            let q = datum_vector(k.sk_argument);
-            if q.len() != state.dims && state.dims != 0 {
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                    format!("different vector dimensions {} and {}", state.dims, q.len())
-                );
-            }
-            Some(q.to_vec())
-        }
+        Some(k) if k.sk_flags & pg_sys::SK_ISNULL as i32 == 0 => Some(datum_vector(k.sk_argument).to_vec()),
         _ => None,
     };
 }
@@ -143,15 +134,22 @@ fn queue_new_results(state: &mut ScanState) {
 }
 
 /// Reads the insert buffer's PENDING and LINKING rows with their distances to `query`;
-/// returns the metapage it read.
+/// returns the metapage it read. An ERROR if the index has other dimensions than `query`.
 fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
-    let meta = read_meta(state.store.index);
+    let meta = read_meta(state.index);
     if meta.dims as usize != query.len() {
+        if meta.dims != 0 {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                format!("different vector dimensions {} and {}", meta.dims, query.len())
+            );
+        }
         return meta;
     }
     let metric: Metric = meta.metric();
     let ScanState { buffered, buffered_tids, .. } = state;
-    insert_buffer::for_each_entry(state.store.index, &meta, |h, v| {
+    insert_buffer::for_each_entry(state.index, &meta, |h, v| {
         if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
             let d = metric.rank_distance(v, query);
             buffered.push((if d.is_nan() { f32::INFINITY } else { d }, tid_of(&h.tid)));
@@ -191,17 +189,14 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
         // in it (a merge may also have given an empty graph its entry point). With no
         // buffer pages there was nothing to merge: the metapage read is still current.
         let no_buffer = first.buffer_tail == NO_BLOCK && first.merge_tail == NO_BLOCK;
-        let meta = if no_buffer { first } else { read_meta(state.store.index) };
-        if meta.dims as usize == query.len() {
-            state.store = PageStore::new(state.store.index, &meta);
-            state.entry = meta.entry;
-        } else {
-            state.entry = NO_NODE;
-        }
+        let meta = if no_buffer { first } else { read_meta(state.index) };
+        state.entry = if meta.dims as usize == query.len() { meta.entry } else { NO_NODE };
         state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
         if state.entry != NO_NODE {
-            state.search.start(&mut state.store, query, state.entry);
-            state.search.run(&mut state.store, query, state.list_size);
+            let store = state.store.insert(PageStore::new(state.index, &meta));
+            store.keep_tids();
+            state.search.start(store, query, state.entry);
+            state.search.run(store, query, state.list_size);
             queue_new_results(state);
         }
     }
@@ -218,12 +213,14 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                 if !state.returned.insert(id) {
                     continue;
                 }
-                let buffered_tids = &state.buffered_tids;
-                let tid = state.store.read(id, |n| {
-                    (!n.is_deleted() && !buffered_tids.contains(&tid_key(&n.heap_tid()))).then(|| n.heap_tid())
-                });
-                if tid.is_some() {
-                    return tid;
+                let store = state.store.as_ref()?;
+                // Expanded nodes' TIDs were kept when their pages were read.
+                let tid = match store.expanded_tid(id) {
+                    Some(tid) => tid,
+                    None => store.read(id, |n| (!n.is_deleted()).then(|| n.heap_tid())),
+                };
+                if let Some(tid) = tid.filter(|t| !state.buffered_tids.contains(&tid_key(t))) {
+                    return Some(tid);
                 }
             }
             (None, _) => {
@@ -233,7 +230,8 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                 pgrx::check_for_interrupts!();
                 let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
                 state.list_size = (state.list_size * 2).min(max);
-                state.search.run(&mut state.store, query, state.list_size);
+                let store = state.store.as_mut()?;
+                state.search.run(store, query, state.list_size);
                 queue_new_results(state);
             }
         }

@@ -378,6 +378,9 @@ pub struct PageStore {
     cache: Option<VectorCache>,
     /// Codes seen in neighbour lists, when enabled (writers: new edges carry codes).
     codes: Option<std::collections::HashMap<NodeId, Box<[u8]>>>,
+    /// Heap TIDs of the nodes expanded so far (None: deleted), when enabled: a scan returns
+    /// the rows of expanded nodes without reading their pages again.
+    tids: Option<std::collections::HashMap<NodeId, Option<pg_sys::ItemPointerData>>>,
 }
 
 /// Node vectors (and whether the node is live) kept in memory by a merge, which reads the
@@ -406,7 +409,20 @@ impl PageStore {
             last_live: (NO_NODE, false),
             cache: None,
             codes: None,
+            tids: None,
         }
+    }
+
+    /// Keeps the heap TIDs of the nodes expanded from now on ([`PageStore::expanded_tid`]);
+    /// forgets those kept so far.
+    pub fn keep_tids(&mut self) {
+        self.tids.get_or_insert_with(Default::default).clear();
+    }
+
+    /// The heap TID of `id` as its expansion read it (None: the node is deleted), or None
+    /// when it was not expanded since [`PageStore::keep_tids`].
+    pub fn expanded_tid(&self, id: NodeId) -> Option<Option<pg_sys::ItemPointerData>> {
+        self.tids.as_ref()?.get(&id).copied()
     }
 
     /// Keeps the vectors read from now on in memory (up to 64 MiB, then starts over). For
@@ -981,6 +997,9 @@ impl GraphStore for PageStore {
                         m.entry(n).or_insert_with(|| code.into());
                     }
                 }
+            }
+            if let Some(tids) = self.tids.as_mut() {
+                tids.insert(id, (!node.is_deleted()).then(|| node.heap_tid()));
             }
             (node.vector_location(), !node.is_deleted())
         };

@@ -1,7 +1,7 @@
 //! Builds a graph over a TEXMEX data folder's base vectors in memory and reports the build
 //! time and recall@10 at a few search list sizes against the folder's ground truth.
 //! Usage: cargo run --release -p omen-core --example build_eval -- DATA_FOLDER [QUERIES] [coded|exact] [L] [threads]
-//! (`coded`: the build's searches traverse on RaBitQ codes, as CREATE INDEX does.)
+//! (`coded`: as CREATE INDEX does, the build's searches traverse on codes where `Quantizer::cheaper_than_vectors`.)
 //! Then, on the same graph, queries traverse on codes of 1 (RaBitQ), 2, 4 and 8 bits a
 //! dimension (as scans do: neighbours ranked on their codes, expanded nodes exactly), and on
 //! the full vectors, and report recall@10, distance computations and code size: the code

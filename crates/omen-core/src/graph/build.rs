@@ -112,10 +112,11 @@ pub fn build(
     build_coded(vectors, dim, params, seed, None, progress, should_stop)
 }
 
-/// [`build`], with the searches traversing on the codes of `quantizer` when given (each
-/// node's code is computed first, in parallel, and returned in [`BuiltGraph::codes`]):
-/// the candidates that RobustPrune chooses from still carry exact distances, but the
-/// search reads a code of a few dozen bytes per neighbour instead of its vector.
+/// [`build`], with the searches traversing on the codes of `quantizer` when given and
+/// [`Quantizer::cheaper_than_vectors`] (each node's code is computed first, in parallel,
+/// and returned in [`BuiltGraph::codes`]): the candidates that RobustPrune chooses from
+/// still carry exact distances, but the search reads a code of a few dozen bytes per
+/// neighbour instead of its vector.
 pub fn build_coded(
     vectors: &[f32],
     dim: usize,
@@ -146,7 +147,8 @@ pub fn build_coded(
         }
         None => Vec::new(),
     };
-    let coded = quantizer.map(|q| (q, codes.as_slice()));
+    // Traversal on codes only where an estimate is cheaper than an exact distance.
+    let coded = quantizer.filter(|q| q.cheaper_than_vectors()).map(|q| (q, codes.as_slice()));
 
     let entry = medoid(vectors, dim, params.metric);
     let order = permutation(n, seed);
