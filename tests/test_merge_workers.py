@@ -176,3 +176,21 @@ def test_large_buffer_exact_order(server):
             assert all(a <= b for a, b in itertools.pairwise(dists)), f"not in exact order: {dists}"
             assert set(ids) == set(t), f"rows {sorted(set(t) - set(ids))} of the exact top 20 are missing"
         say(f"{n_buffered} buffered rows: 300 their own nearest neighbour; 50 queries get the exact top 20 in order")
+        # At the default list size the scan ranks exactly only the buffered rows whose codes
+        # estimate them closest (2 x the list size): still its own nearest neighbour, still
+        # in exact order, and recall@10 close to the graph's.
+        conn.execute("RESET omen.search_list_size")
+        for i in sample[:100]:
+            got = conn.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 1", (vec_text(vectors[i]),))
+            assert got.fetchone()[0] == i, f"buffered row {i} is not its own nearest neighbour (default list)"
+        hits = 0
+        for q, t in zip(queries, exact_topk(vectors, queries, 10), strict=True):
+            got = conn.execute(
+                "SELECT id, v <-> %s::vector FROM items ORDER BY v <-> %s::vector LIMIT 10", (vec_text(q), vec_text(q))
+            ).fetchall()
+            dists = [r[1] for r in got]
+            assert all(a <= b for a, b in itertools.pairwise(dists)), f"not in exact order: {dists}"
+            hits += len({r[0] for r in got} & set(t))
+        recall = hits / (10 * len(queries))
+        say(f"default list size, {n_buffered} buffered rows: recall@10 {recall:.3f}")
+        assert recall >= 0.9, f"recall@10 {recall:.3f} with {n_buffered} buffered rows at the default list size"

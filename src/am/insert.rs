@@ -21,7 +21,7 @@ use super::worker::request_merge;
 use crate::storage::insert_buffer;
 use crate::storage::layout::*;
 use crate::storage::merge_lock::{lock_merge, unlock_merge};
-use crate::storage::page_store::{PageStore, index_name, read_meta, update_meta};
+use crate::storage::page_store::{PageStore, cached_quantizer, index_name, read_meta, update_meta};
 use crate::types::fmgr::datum_vector;
 
 /// `aminsert`.
@@ -55,10 +55,11 @@ pub unsafe extern "C-unwind" fn aminsert(
 /// Appends `v` with heap TID `tid` to the insert buffer of `index`, then starts or does a
 /// merge when the buffer has grown past `threshold` or the cap.
 fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32], threshold: usize) {
-    if checked_meta(index, v).is_none() {
-        return;
-    }
-    let appended = insert_buffer::append(index, tid, v);
+    let Some(meta) = checked_meta(index, v) else { return };
+    let quantizer = cached_quantizer(index, &meta);
+    let mut code = vec![0u8; insert_buffer::code_bytes(v.len())];
+    quantizer.encode(v, &mut code);
+    let appended = insert_buffer::append(index, meta, tid, &code, v);
     if !appended.new_page {
         return;
     }

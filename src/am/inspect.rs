@@ -125,7 +125,7 @@ fn check_maintain(index: pg_sys::Relation) {
 /// The headers of the insert buffer's PENDING and LINKING entries.
 fn buffered_entries(index: pg_sys::Relation, meta: &Meta) -> Vec<EntryHeader> {
     let mut out = Vec::new();
-    insert_buffer::for_each_entry(index, meta, |h, _| {
+    insert_buffer::for_each_entry(index, meta, |_, h, _, _| {
         if h.state == PENDING || h.state == LINKING {
             out.push(*h);
         }

@@ -19,6 +19,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use omen_core::distance::Metric;
+use omen_core::quant::PreparedQuery;
 
 use omen_core::graph::{BeamSearch, NodeId};
 use pgrx::PgMemoryContexts;
@@ -26,9 +27,9 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
-use crate::storage::insert_buffer::{self, LINKING, PENDING};
+use crate::storage::insert_buffer::{self, EntryPlace, LINKING, PENDING};
 use crate::storage::layout::{Meta, NO_BLOCK, NO_NODE, tid_key, tid_of};
-use crate::storage::page_store::{PageStore, read_meta};
+use crate::storage::page_store::{PageStore, cached_quantizer, read_meta};
 use crate::types::fmgr::datum_vector;
 
 std::thread_local! {
@@ -51,11 +52,30 @@ struct ScanState {
     returned: HashSet<NodeId>,
     /// Graph results not returned yet, closest first, with their rank distances.
     pending: VecDeque<(NodeId, f32)>,
-    /// Buffered rows not returned yet, farthest first (the next one is popped).
+    /// Buffered rows ranked exactly and not returned yet, farthest first (the next one is
+    /// popped).
     buffered: Vec<(f32, pg_sys::ItemPointerData)>,
-    /// Heap TIDs of every buffered row this scan saw.
+    /// Heap TIDs of the buffered rows ranked exactly: the buffer returns them, the graph
+    /// skips them.
     buffered_tids: HashSet<(u32, u16)>,
+    /// Buffered rows estimated from their codes and not ranked exactly yet.
+    candidates: Vec<BufferCandidate>,
+    /// Buffered rows ranked (or looked at) so far in this query.
+    buffer_ranked: usize,
+    /// Heap TIDs the graph returned, which the buffer no longer returns.
+    graph_tids: HashSet<(u32, u16)>,
 }
+
+/// A buffered row known by its code's estimate.
+#[derive(Clone, Copy)]
+struct BufferCandidate {
+    estimate: f32,
+    place: EntryPlace,
+}
+
+/// Buffered rows ranked exactly per round: this many times the round's list size, the best
+/// by their codes' estimates (the graph ranks its list the same way).
+const BUFFER_RERANK: usize = 2;
 
 impl Drop for ScanState {
     fn drop(&mut self) {
@@ -90,6 +110,9 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         pending: VecDeque::new(),
         buffered: Vec::new(),
         buffered_tids: HashSet::new(),
+        candidates: Vec::new(),
+        buffer_ranked: 0,
+        graph_tids: HashSet::new(),
     };
     let state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
     // SAFETY: `scan` was just allocated; opaque is ours.
@@ -121,6 +144,9 @@ pub unsafe extern "C-unwind" fn amrescan(
     state.pending.clear();
     state.buffered.clear();
     state.buffered_tids.clear();
+    state.candidates.clear();
+    state.buffer_ranked = 0;
+    state.graph_tids.clear();
     state.query = match key {
         Some(k) if k.sk_flags & pg_sys::SK_ISNULL as i32 == 0 => Some(datum_vector(k.sk_argument).to_vec()),
         _ => None,
@@ -147,16 +173,71 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
         }
         return meta;
     }
+    if meta.buffer_tail == NO_BLOCK && meta.merge_tail == NO_BLOCK {
+        return meta;
+    }
     let metric: Metric = meta.metric();
-    let ScanState { buffered, buffered_tids, .. } = state;
-    insert_buffer::for_each_entry(state.index, &meta, |h, v| {
-        if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
-            let d = metric.rank_distance(v, query);
-            buffered.push((if d.is_nan() { f32::INFINITY } else { d }, tid_of(&h.tid)));
+    // L1 has no code estimate (the codes estimate L2): every row is ranked exactly.
+    let quantizer = (metric != Metric::L1).then(|| cached_quantizer(state.index, &meta));
+    let mut prepared = PreparedQuery::default();
+    if let Some(q) = &quantizer {
+        q.prepare(query, &mut prepared);
+    }
+    let ScanState { buffered, buffered_tids, candidates, .. } = state;
+    insert_buffer::for_each_entry(state.index, &meta, |place, h, code, v| {
+        if h.state != PENDING && h.state != LINKING {
+            return;
+        }
+        match &quantizer {
+            Some(q) => candidates.push(BufferCandidate { estimate: q.estimate(&prepared, code), place }),
+            None => {
+                if buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
+                    buffered.push((not_nan(metric.rank_distance(v, query)), tid_of(&h.tid)));
+                }
+            }
         }
     });
-    buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    rank_buffer(state, query, &meta);
     meta
+}
+
+fn not_nan(d: f32) -> f32 {
+    if d.is_nan() { f32::INFINITY } else { d }
+}
+
+/// Ranks exactly the best buffered candidates by estimate, up to BUFFER_RERANK times the
+/// list size in all: reads their pages again (a page at a time) and keeps the rows still
+/// PENDING or LINKING that the graph did not return. A row whose page was released
+/// meanwhile was merged: the graph holds it.
+fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
+    let want = (BUFFER_RERANK * state.list_size).saturating_sub(state.buffer_ranked).min(state.candidates.len());
+    if want == 0 {
+        state.buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        return;
+    }
+    let by_estimate = |a: &BufferCandidate, b: &BufferCandidate| a.estimate.total_cmp(&b.estimate);
+    if want < state.candidates.len() {
+        state.candidates.select_nth_unstable_by(want - 1, by_estimate);
+    }
+    let mut chosen: Vec<EntryPlace> = state.candidates.drain(..want).map(|c| c.place).collect();
+    state.buffer_ranked += want;
+    chosen.sort_unstable_by_key(|p| (p.block, p.offset));
+    let metric = meta.metric();
+    let dims = meta.dims as usize;
+    let ScanState { buffered, buffered_tids, graph_tids, index, .. } = state;
+    for page in chosen.chunk_by(|a, b| a.block == b.block) {
+        let offsets: Vec<u16> = page.iter().map(|p| p.offset).collect();
+        insert_buffer::visit_at(*index, page[0].block, page[0].segment, dims, &offsets, |_, h, v| {
+            let tid = tid_of(&h.tid);
+            if (h.state == PENDING || h.state == LINKING)
+                && !graph_tids.contains(&tid_key(&tid))
+                && buffered_tids.insert(tid_key(&tid))
+            {
+                buffered.push((not_nan(metric.rank_distance(v, query)), tid));
+            }
+        });
+    }
+    buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
 }
 
 /// `amgettuple`.
@@ -184,6 +265,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
 fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointerData> {
     if !state.started {
         state.started = true;
+        state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
         let first = read_buffer(state, query);
         // The graph as it is now, after the buffer was read: entries merged meanwhile are
         // in it (a merge may also have given an empty graph its entry point). With no
@@ -191,7 +273,6 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
         let no_buffer = first.buffer_tail == NO_BLOCK && first.merge_tail == NO_BLOCK;
         let meta = if no_buffer { first } else { read_meta(state.index) };
         state.entry = if meta.dims as usize == query.len() { meta.entry } else { NO_NODE };
-        state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;
         if state.entry != NO_NODE {
             let store = state.store.insert(PageStore::new(state.index, &meta));
             store.keep_tids();
@@ -220,19 +301,29 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                     None => store.read(id, |n| (!n.is_deleted()).then(|| n.heap_tid())),
                 };
                 if let Some(tid) = tid.filter(|t| !state.buffered_tids.contains(&tid_key(t))) {
+                    state.graph_tids.insert(tid_key(&tid));
                     return Some(tid);
                 }
             }
             (None, _) => {
-                if !has_graph || !can_widen(state) {
+                // Widen: the graph's list and the buffer's ranked rows.
+                let graph_can = has_graph && can_widen(state);
+                let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
+                let buffer_can = !state.candidates.is_empty() && state.buffer_ranked < BUFFER_RERANK * max;
+                if !graph_can && !buffer_can {
                     return None;
                 }
                 pgrx::check_for_interrupts!();
-                let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
                 state.list_size = (state.list_size * 2).min(max);
-                let store = state.store.as_mut()?;
-                state.search.run(store, query, state.list_size);
-                queue_new_results(state);
+                if graph_can {
+                    let store = state.store.as_mut()?;
+                    state.search.run(store, query, state.list_size);
+                    queue_new_results(state);
+                }
+                if !state.candidates.is_empty() {
+                    let meta = read_meta(state.index);
+                    rank_buffer(state, query, &meta);
+                }
             }
         }
     }

@@ -89,8 +89,15 @@ impl Entry {
     }
 }
 
+/// Bytes of an entry's code: the index's code of its vector (`Quantizer::encode`), which
+/// a scan estimates instead of reading the vector.
+/// (0 for 0 dimensions: a reader of entry headers only.)
+pub fn code_bytes(dims: usize) -> usize {
+    if dims == 0 { 0 } else { omen_core::quant::Quantizer::code_bytes_for(dims) }
+}
+
 fn entry_size(dims: usize) -> usize {
-    std::mem::size_of::<EntryHeader>() + 4 * dims
+    std::mem::size_of::<EntryHeader>() + code_bytes(dims) + 4 * dims
 }
 
 /// Entries of `dims` dimensions that fit on one buffer page.
@@ -160,19 +167,29 @@ pub struct Appended {
     pub merge_waiting: bool,
 }
 
-/// Appends the entry (`tid`, `vector`) to the append segment; WAL-logged.
-pub fn append(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, vector: &[f32]) -> Appended {
+/// Appends the entry (`tid`, `code`, `vector`) to the append segment; WAL-logged. `meta`
+/// is the metapage as the caller read it last.
+pub fn append(
+    index: pg_sys::Relation,
+    meta: Meta,
+    tid: &pg_sys::ItemPointerData,
+    code: &[u8],
+    vector: &[f32],
+) -> Appended {
     let mut rec = vec![0u8; entry_size(vector.len())];
     let header = EntryHeader { tid: tid_words(tid), state: PENDING, reserved: 0, node: NO_NODE };
     // SAFETY: `rec` starts with room for an EntryHeader.
     unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<EntryHeader>(), header) };
+    let code_at = std::mem::size_of::<EntryHeader>();
+    rec[code_at..code_at + code.len()].copy_from_slice(code);
     for (i, x) in vector.iter().enumerate() {
-        let at = std::mem::size_of::<EntryHeader>() + 4 * i;
+        let at = code_at + code_bytes(vector.len()) + 4 * i;
         rec[at..at + 4].copy_from_slice(&x.to_ne_bytes());
     }
     let per_page = entries_per_page(vector.len());
+    let mut known = Some(meta);
     loop {
-        let seen = read_meta(index);
+        let seen = known.take().unwrap_or_else(|| read_meta(index));
         if seen.buffer_tail != NO_BLOCK {
             let guard = WriteGuard::new(index, seen.buffer_tail);
             let page = guard.page();
@@ -257,23 +274,65 @@ pub fn all_pages(index: pg_sys::Relation, meta: &Meta) -> Vec<u32> {
     pages
 }
 
+/// Where an entry is: its page, the segment that page belonged to, its line pointer.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryPlace {
+    pub block: u32,
+    pub segment: u32,
+    pub offset: u16,
+}
+
 /// Visits every entry of both segments as the metapage `meta` names them, one page at a
-/// time under its share lock (each page is locked once): `f(header, vector)`.
-pub fn for_each_entry(index: pg_sys::Relation, meta: &Meta, mut f: impl FnMut(&EntryHeader, &[f32])) {
+/// time under its share lock (each page is locked once): `f(place, header, code, vector)`.
+pub fn for_each_entry(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    mut f: impl FnMut(EntryPlace, &EntryHeader, &[u8], &[f32]),
+) {
     let dims = meta.dims as usize;
     for (tail, segment) in [(meta.buffer_tail, meta.buffer_segment), (meta.merge_tail, meta.merge_segment)] {
-        walk_segment(index, tail, segment, |_, page| visit_entries(page, dims, &mut f));
+        walk_segment(index, tail, segment, |block, page| {
+            visit_entries(page, dims, &mut |offset, h, code, v| f(EntryPlace { block, segment, offset }, h, code, v))
+        });
     }
 }
 
-/// Calls `f(header, vector)` for each entry of a locked buffer page.
-fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(&EntryHeader, &[f32])) {
+/// Calls `f(offset, header, code, vector)` for each entry of a locked buffer page.
+fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(u16, &EntryHeader, &[u8], &[f32])) {
+    let cb = code_bytes(dims);
     for off in 1..=item_count(page) as u16 {
-        // SAFETY: a locked buffer page, offset within its line pointers; the vector follows
-        // the header within the record and lives while the page is locked.
+        // SAFETY: a locked buffer page, offset within its line pointers; the code and the
+        // vector follow the header within the record and live while the page is locked.
         unsafe {
-            let v = record(page, off).add(std::mem::size_of::<EntryHeader>()).cast::<f32>();
-            f(entry_header(page, off), std::slice::from_raw_parts(v, dims));
+            let code = record(page, off).add(std::mem::size_of::<EntryHeader>());
+            let v = code.add(cb).cast::<f32>();
+            f(off, entry_header(page, off), std::slice::from_raw_parts(code, cb), std::slice::from_raw_parts(v, dims));
+        }
+    }
+}
+
+/// Calls `f(offset, header, vector)` for the entries at `offsets` (ascending) of buffer page
+/// `place.block`, under its share lock; nothing when the page left `place.segment` (its
+/// segment was merged and released since).
+pub fn visit_at(
+    index: pg_sys::Relation,
+    block: u32,
+    segment: u32,
+    dims: usize,
+    offsets: &[u16],
+    mut f: impl FnMut(u16, &EntryHeader, &[f32]),
+) {
+    let guard = ReadGuard::new(index, block);
+    let page = guard.page();
+    if !in_segment(page, Some(segment)) {
+        return;
+    }
+    let cb = code_bytes(dims);
+    for &off in offsets.iter().filter(|&&o| o >= 1 && o as usize <= item_count(page)) {
+        // SAFETY: as in visit_entries; the offset is one of the page's line pointers.
+        unsafe {
+            let v = record(page, off).add(std::mem::size_of::<EntryHeader>() + cb).cast::<f32>();
+            f(off, entry_header(page, off), std::slice::from_raw_parts(v, dims));
         }
     }
 }
@@ -288,9 +347,7 @@ pub fn read_entries(
     keep: impl Fn(&EntryHeader) -> bool,
 ) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut offset = 0;
-    scan_entries(index, block, Some(segment), dims, |header, vector| {
-        offset += 1;
+    scan_entries(index, block, Some(segment), dims, |offset, header, vector| {
         if keep(header) {
             out.push(Entry { block, offset, header: *header, vector: vector.to_vec() });
         }
@@ -305,17 +362,17 @@ fn in_segment(page: *const u8, segment: Option<u32>) -> bool {
 }
 
 /// Visits the entries of buffer page `block` under its share lock, without copying:
-/// `f(header, vector)`; nothing when the page is not in `segment` (when given).
+/// `f(offset, header, vector)`; nothing when the page is not in `segment` (when given).
 fn scan_entries(
     index: pg_sys::Relation,
     block: u32,
     segment: Option<u32>,
     dims: usize,
-    mut f: impl FnMut(&EntryHeader, &[f32]),
+    mut f: impl FnMut(u16, &EntryHeader, &[f32]),
 ) {
     let guard = ReadGuard::new(index, block);
     if in_segment(guard.page(), segment) {
-        visit_entries(guard.page(), dims, &mut f);
+        visit_entries(guard.page(), dims, &mut |offset, h, _, v| f(offset, h, v));
     }
 }
 
@@ -323,7 +380,7 @@ fn scan_entries(
 pub fn all_merged(index: pg_sys::Relation, pages: &[u32], segment: u32) -> bool {
     let mut done = true;
     for &block in pages {
-        scan_entries(index, block, Some(segment), 0, |h, _| done &= h.state == MERGED || h.state == DEAD);
+        scan_entries(index, block, Some(segment), 0, |_, h, _| done &= h.state == MERGED || h.state == DEAD);
         if !done {
             return false;
         }
@@ -405,7 +462,7 @@ pub fn seal(index: pg_sys::Relation) -> bool {
 pub fn release_merged(index: pg_sys::Relation, segment: u32, pages: &[u32]) {
     let mut entries = 0u64;
     for &block in pages {
-        scan_entries(index, block, Some(segment), 0, |h, _| entries += (h.state == MERGED) as u64);
+        scan_entries(index, block, Some(segment), 0, |_, h, _| entries += (h.state == MERGED) as u64);
     }
     let mut guard = WriteGuard::new(index, META_BLOCK);
     // SAFETY: exclusively locked working copy of the metapage.

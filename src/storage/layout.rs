@@ -19,7 +19,7 @@ pub const META_BLOCK: u32 = 0;
 /// "OMEN" in ASCII.
 pub const MAGIC: u32 = 0x4f4d_454e;
 /// Version of this layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Block number of the (first) centroid page.
 pub const CENTROID_BLOCK: u32 = 1;
 /// No node or vector page comes before this block (the first after a one-page centroid);
