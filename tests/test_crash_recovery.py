@@ -62,9 +62,10 @@ VAC_DIM = 64
 VAC_DELETE = 0.3
 VAC_SAMPLE = 300
 VAC_INSERT = 1000
-# Pages the insert buffer takes for VAC_INSERT entries of VAC_DIM dimensions (29 per page),
-# kept for the next buffered inserts after the merge.
-BUFFER_PAGES = -(-VAC_INSERT // 29)
+# Pages the insert buffer takes for VAC_INSERT entries of VAC_DIM dimensions (25 per page:
+# a 12-byte header, a 48-byte code, the 256-byte vector), kept for the next buffered inserts
+# after the merge.
+BUFFER_PAGES = -(-VAC_INSERT // 25)
 VAC_ATTEMPTS = 3
 
 

@@ -275,7 +275,7 @@ fn write_graph(state: &mut BuildState) {
         let codes = &g.codes;
         let mut packer = PagePacker::new(PageKind::Node, layout.nodes_per_page);
         let mut ids = Vec::with_capacity(layout.slack_degree);
-        let mut rec = vec![0u8; layout.node_size];
+        let mut rec = vec![0u8; layout.record_size];
         // Edge codes (each neighbour relative to the node) are computed on the build's
         // threads, EDGE_CODE_CHUNK nodes at a time; otherwise the nodes' own codes are copied.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
@@ -306,6 +306,14 @@ fn write_graph(state: &mut BuildState) {
                 ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
                 let location = layout.build_vector_position(i, n);
                 fill_node_record(&mut rec, &layout, &state.tids[i], &ids, &neighbor_codes, location);
+                if layout.inline_vectors {
+                    fill_vector_record(
+                        &mut rec[layout.node_size..],
+                        &layout,
+                        &codes[i * cb..(i + 1) * cb],
+                        &state.vectors[i * dims..(i + 1) * dims],
+                    );
+                }
                 if let Some(full) = packer.push(&rec) {
                     write_new_page(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, &full);
                 }
@@ -349,7 +357,7 @@ fn write_graph(state: &mut BuildState) {
                 }
             }
         }
-        for i in (0..n).filter(|_| layout.chunks == 1) {
+        for i in (0..n).filter(|_| layout.chunks == 1 && !layout.inline_vectors) {
             fill_vector_record(
                 &mut rec,
                 &layout,

@@ -1,8 +1,9 @@
 //! `amcostestimate`: what one search costs, then little per further row.
 //!
 //! An ordered scan does all of its work before the first row: a beam search that expands
-//! about `1.5 × omen.search_list_size` nodes. Each expansion reads two pages (the node
-//! record with its neighbours' codes, and the node's vector record), estimates the
+//! about `1.5 × omen.search_list_size` nodes. Each expansion reads the node record with its
+//! neighbours' codes and the node's vector record (one page when the vector is inline,
+//! two otherwise; charged as two whatever the layout), estimates the
 //! distance of each of its `max_neighbors` neighbours from their codes, and computes one
 //! exact distance. That is the startup cost, independent of the table's size: so with
 //! `LIMIT k` the index wins over a sequential scan and a sort from a few thousand rows on,

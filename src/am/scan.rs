@@ -27,7 +27,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::options::{MAX_SEARCH_LIST_SIZE, SEARCH_LIST_SIZE};
-use crate::storage::insert_buffer::{self, EntryPlace, LINKING, PENDING};
+use crate::storage::buffer_codes;
+use crate::storage::insert_buffer::{self, DEAD, EntryPlace, LINKING, PENDING};
 use crate::storage::layout::{Meta, NO_BLOCK, NO_NODE, tid_key, tid_of};
 use crate::storage::page_store::{PageStore, cached_quantizer, read_meta};
 use crate::types::fmgr::datum_vector;
@@ -184,19 +185,17 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
         q.prepare(query, &mut prepared);
     }
     let ScanState { buffered, buffered_tids, candidates, .. } = state;
-    insert_buffer::for_each_entry(state.index, &meta, |place, h, code, v| {
-        if h.state != PENDING && h.state != LINKING {
-            return;
-        }
-        match &quantizer {
-            Some(q) => candidates.push(BufferCandidate { estimate: q.estimate(&prepared, code), place }),
-            None => {
-                if buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
-                    buffered.push((not_nan(metric.rank_distance(v, query)), tid_of(&h.tid)));
-                }
+    match &quantizer {
+        // The codes, from this backend's copy of the complete pages (`buffer_codes`).
+        Some(q) => buffer_codes::for_each_code(state.index, &meta, |place, code| {
+            candidates.push(BufferCandidate { estimate: q.estimate(&prepared, code), place })
+        }),
+        None => insert_buffer::for_each_entry(state.index, &meta, |_, h, _, v| {
+            if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
+                buffered.push((not_nan(metric.rank_distance(v, query)), tid_of(&h.tid)));
             }
-        }
-    });
+        }),
+    }
     rank_buffer(state, query, &meta);
     meta
 }
@@ -210,34 +209,42 @@ fn not_nan(d: f32) -> f32 {
 /// PENDING or LINKING that the graph did not return. A row whose page was released
 /// meanwhile was merged: the graph holds it.
 fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
-    let want = (BUFFER_RERANK * state.list_size).saturating_sub(state.buffer_ranked).min(state.candidates.len());
-    if want == 0 {
-        state.buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        return;
-    }
-    let by_estimate = |a: &BufferCandidate, b: &BufferCandidate| a.estimate.total_cmp(&b.estimate);
-    if want < state.candidates.len() {
-        state.candidates.select_nth_unstable_by(want - 1, by_estimate);
-    }
-    let mut chosen: Vec<EntryPlace> = state.candidates.drain(..want).map(|c| c.place).collect();
-    state.buffer_ranked += want;
-    chosen.sort_unstable_by_key(|p| (p.block, p.offset));
     let metric = meta.metric();
     let dims = meta.dims as usize;
-    let ScanState { buffered, buffered_tids, graph_tids, index, .. } = state;
-    for page in chosen.chunk_by(|a, b| a.block == b.block) {
-        let offsets: Vec<u16> = page.iter().map(|p| p.offset).collect();
-        insert_buffer::visit_at(*index, page[0].block, page[0].segment, dims, &offsets, |_, h, v| {
-            let tid = tid_of(&h.tid);
-            if (h.state == PENDING || h.state == LINKING)
-                && !graph_tids.contains(&tid_key(&tid))
-                && buffered_tids.insert(tid_key(&tid))
-            {
-                buffered.push((not_nan(metric.rank_distance(v, query)), tid));
-            }
-        });
+    let by_estimate = |a: &BufferCandidate, b: &BufferCandidate| a.estimate.total_cmp(&b.estimate);
+    loop {
+        let want = (BUFFER_RERANK * state.list_size).saturating_sub(state.buffer_ranked).min(state.candidates.len());
+        if want == 0 {
+            break;
+        }
+        if want < state.candidates.len() {
+            state.candidates.select_nth_unstable_by(want - 1, by_estimate);
+        }
+        let mut chosen: Vec<EntryPlace> = state.candidates.drain(..want).map(|c| c.place).collect();
+        chosen.sort_unstable_by_key(|p| (p.block, p.offset));
+        let ScanState { buffered, buffered_tids, graph_tids, index, buffer_ranked, .. } = state;
+        for page in chosen.chunk_by(|a, b| a.block == b.block) {
+            let offsets: Vec<u16> = page.iter().map(|p| p.offset).collect();
+            let mut done = Vec::new();
+            insert_buffer::visit_at(*index, page[0].block, page[0].segment, dims, &offsets, |offset, h, v| {
+                let tid = tid_of(&h.tid);
+                // A MERGED entry is still returned from here: its node may have been linked
+                // where the graph search (started before) no longer looks; the graph skips
+                // the TIDs the buffer ranked, so the row comes back once either way.
+                if h.state == DEAD {
+                    done.push(offset);
+                } else if !graph_tids.contains(&tid_key(&tid)) && buffered_tids.insert(tid_key(&tid)) {
+                    buffered.push((not_nan(metric.rank_distance(v, query)), tid));
+                    *buffer_ranked += 1;
+                }
+            });
+            // Deleted since their codes were read: no later scan needs them.
+            buffer_codes::forget(*index, meta, page[0], &done);
+        }
+        // Rows deleted (or returned by the graph) since their codes were read did not count:
+        // the loop ranks as many more, so the buffer's share of the list stays whole.
     }
-    buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    state.buffered.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
 }
 
 /// `amgettuple`.

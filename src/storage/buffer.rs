@@ -35,6 +35,13 @@ std::thread_local! {
 /// held it last ([`RECENT`]), else by `ReadBufferExtended`, which raises an ERROR for a
 /// block past the end.
 fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
+    // SAFETY: `index` is an open relation with its pg_class row.
+    let temp = unsafe { (*(*index).rd_rel).relpersistence } == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char;
+    if temp {
+        // Local buffers: no hints (a temporary relation's file number may equal a permanent
+        // one's, and the hint table does not tell local from shared buffers).
+        return pin_only(index, block);
+    }
     // SAFETY: `index` is an open relation; its rd_locator (rd_node before PostgreSQL 16)
     // names its file.
     #[cfg(not(feature = "pg15"))]
@@ -50,16 +57,7 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
             return buf;
         }
     }
-    // SAFETY: as in pin_and_lock.
-    let buf = unsafe {
-        pg_sys::ReadBufferExtended(
-            index,
-            pg_sys::ForkNumber::MAIN_FORKNUM,
-            block,
-            pg_sys::ReadBufferMode::RBM_NORMAL,
-            std::ptr::null_mut(),
-        )
-    };
+    let buf = pin_only(index, block);
     RECENT.with_borrow_mut(|r| {
         if r.is_empty() {
             r.resize(RECENT_SLOTS, (0, 0, 0));
@@ -67,6 +65,20 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
         r[slot] = (file, block, buf);
     });
     buf
+}
+
+/// Pins `block` of `index`'s main fork, without a lock.
+fn pin_only(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
+    // SAFETY: as in pin_and_lock.
+    unsafe {
+        pg_sys::ReadBufferExtended(
+            index,
+            pg_sys::ForkNumber::MAIN_FORKNUM,
+            block,
+            pg_sys::ReadBufferMode::RBM_NORMAL,
+            std::ptr::null_mut(),
+        )
+    }
 }
 
 /// A pinned, share-locked page.

@@ -18,12 +18,15 @@
 //!
 //! # Entries
 //!
-//! Fixed-size records: heap TID, state, node id, vector. States move one way:
-//! `PENDING` → `LINKING` (the node is in the graph with its out-edges; written in the same
-//! WAL record as the node) → `MERGED` (back-edges added). VACUUM marks dead rows' entries
-//! `DEAD`. Scans return `PENDING` and `LINKING` entries by exact distance, so a row is
-//! never missing, and skip graph nodes whose TID they already took from the buffer, so it
-//! is never returned twice. A crash leaves each entry in one state; a merge picks
+//! Fixed-size records: heap TID, state, node id, the vector's code, the vector. States move
+//! one way: `PENDING` → `LINKING` (the node is in the graph with its out-edges; written in
+//! the same WAL record as the node) → `MERGED` (back-edges added). VACUUM marks dead rows'
+//! entries `DEAD`. A scan estimates the `PENDING` and `LINKING` entries from their codes
+//! before it searches the graph, ranks the closest exactly (`am/scan.rs`, even if they are
+//! `MERGED` by then), and skips graph nodes whose TID it took from the buffer, so a row is
+//! never returned twice. A row is missed only where the search is approximate anyway (its
+//! code ranked it past the list), or when a scan widens after the row's whole segment was
+//! merged and released and the graph search, begun before, does not reach its node. A crash leaves each entry in one state; a merge picks
 //! `PENDING` entries up from the start and `LINKING` ones at their back-edges.
 //!
 //! # Locks
@@ -309,6 +312,38 @@ fn visit_entries(page: *const u8, dims: usize, f: &mut impl FnMut(u16, &EntryHea
             f(off, entry_header(page, off), std::slice::from_raw_parts(code, cb), std::slice::from_raw_parts(v, dims));
         }
     }
+}
+
+/// One buffer page's PENDING and LINKING entries, as [`page_codes`] reads them.
+pub struct PageCodes {
+    /// The previous page of the segment (NO_BLOCK: the first).
+    pub prev: u32,
+    /// The page's segment was sealed when it was read: no entry will be added to it.
+    pub sealed: bool,
+    /// The entries' line pointers, parallel to `codes`.
+    pub offsets: Vec<u16>,
+    /// Their codes, `code_bytes(dims)` each.
+    pub codes: Vec<u8>,
+}
+
+/// The PENDING and LINKING entries of buffer page `block` with their codes, read under its
+/// share lock; None when the page is not (or no longer) in `segment`.
+pub fn page_codes(index: pg_sys::Relation, block: u32, segment: u32, dims: usize) -> Option<PageCodes> {
+    let guard = ReadGuard::new(index, block);
+    let page = guard.page();
+    if !in_segment(page, Some(segment)) {
+        return None;
+    }
+    // SAFETY: a buffer page (checked above), share-locked.
+    let (prev, sealed) = unsafe { (opaque(page).prev, opaque(page).flags & SEALED != 0) };
+    let mut out = PageCodes { prev, sealed, offsets: Vec::new(), codes: Vec::new() };
+    visit_entries(page, dims, &mut |offset, h, code, _| {
+        if h.state == PENDING || h.state == LINKING {
+            out.offsets.push(offset);
+            out.codes.extend_from_slice(code);
+        }
+    });
+    Some(out)
 }
 
 /// Calls `f(offset, header, vector)` for the entries at `offsets` (ascending) of buffer page

@@ -8,6 +8,7 @@
 //! - [`page_store`]: the PostgreSQL implementation of `omen_core::graph::GraphStore`.
 //! - [`insert_buffer`]: pages where inserts append entries for a background merge; its
 //!   module overview has the segment scheme and its own lock rules.
+//! - [`buffer_codes`]: a backend's copy of the buffered entries' codes, for scans.
 //!
 //! # Lock protocol
 //!
@@ -25,6 +26,7 @@
 //! only at slots that exist, and deleted slots are skipped when read).
 
 pub mod buffer;
+pub mod buffer_codes;
 pub mod insert_buffer;
 pub mod layout;
 pub mod merge_lock;

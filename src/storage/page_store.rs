@@ -164,16 +164,18 @@ fn node_count(page: *const u8) -> usize {
     if page_kind(page) == Some(PageKind::Node) { item_count(page) } else { 0 }
 }
 
-/// Number of vector records on `page` (none on other pages).
-fn vector_count(page: *const u8) -> usize {
-    if page_kind(page) == Some(PageKind::Vector) { item_count(page) } else { 0 }
+/// Number of vector records on `page`: its items on a vector page, or on a node page when
+/// vectors are inline (none on other pages).
+fn vector_count(page: *const u8, layout: &Layout) -> usize {
+    let kind = if layout.inline_vectors { PageKind::Node } else { PageKind::Vector };
+    if page_kind(page) == Some(kind) { item_count(page) } else { 0 }
 }
 
 /// Tells the free space map how many free slots `block` has (a hint; it is not WAL-logged
 /// and VACUUM rebuilds it).
 pub fn record_free_slots(index: pg_sys::Relation, block: u32, free_slots: usize, layout: &Layout) {
     // SAFETY: FSM bookkeeping for a block of this open index.
-    unsafe { pg_sys::RecordPageWithFreeSpace(index, block, free_slots * layout.node_size) };
+    unsafe { pg_sys::RecordPageWithFreeSpace(index, block, free_slots * layout.record_size) };
 }
 
 /// A view of one node record on a locked page.
@@ -252,16 +254,18 @@ unsafe fn node_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> NodeRef<
     }
 }
 
-/// The vector record at `offset` of a locked vector page: the node's code and its vector.
+/// The vector record at `offset` of a locked vector page (of a node page, after the node
+/// record, when vectors are inline): the node's code and its vector.
 ///
 /// # Safety
-/// `page` must be a locked vector page of an index with `layout`, and `offset` one of its
-/// line pointers; the result must not outlive the lock.
+/// `page` must be a locked vector page (node page) of an index with `layout`, and `offset`
+/// one of its line pointers; the result must not outlive the lock.
 unsafe fn vector_at<'a>(page: *const u8, offset: u16, layout: &Layout) -> (&'a [u8], &'a [f32]) {
-    // SAFETY: vector records are vector_size bytes, MAXALIGN'd: code_bytes (a multiple of
-    // 8), then dims floats.
+    // SAFETY: vector records are vector_size bytes, MAXALIGN'd (inline: at node_size, a
+    // multiple of 4, within a record_size item): code_bytes (a multiple of 8), then dims
+    // floats.
     unsafe {
-        let r = item(page, offset);
+        let r = item(page, offset).add(if layout.inline_vectors { layout.node_size } else { 0 });
         (
             std::slice::from_raw_parts(r, layout.code_bytes),
             std::slice::from_raw_parts(r.add(layout.code_bytes).cast(), layout.dims),
@@ -462,7 +466,7 @@ impl PageStore {
             return f(&bytes[..cb], &floats);
         }
         let guard = ReadGuard::new(self.index, location.0);
-        if location.1 == 0 || location.1 as usize > vector_count(guard.page()) {
+        if location.1 == 0 || location.1 as usize > vector_count(guard.page(), &self.layout) {
             pgrx::error!(
                 "omen index \"{}\" is corrupt: no vector record at ({}, {})",
                 index_name(self.index),
@@ -481,7 +485,7 @@ impl PageStore {
         let mut bytes = Vec::with_capacity(self.layout.vector_size);
         while bytes.len() < self.layout.vector_size {
             let guard = ReadGuard::new(self.index, block);
-            if block == NO_BLOCK || vector_count(guard.page()) != 1 {
+            if block == NO_BLOCK || vector_count(guard.page(), &self.layout) != 1 {
                 pgrx::error!("omen index \"{}\" is corrupt: broken vector chunk at {block}", index_name(self.index));
             }
             // SAFETY: a chunk page's one item is a ChunkHeader and `len` bytes, within the page.
@@ -659,11 +663,19 @@ impl PageStore {
         if let Some(done) = self.reuse_free_slot(&mut rec, &vrec, &mut link) {
             return done;
         }
+        if self.layout.inline_vectors {
+            // One item: the node record, then its vector record; it points at itself.
+            rec.extend_from_slice(&vrec);
+            let mut guard = self.lock_node_page_with_room();
+            return self.add_node(&mut guard, &rec, None).and_then(|id| self.commit_new(guard, id, &mut link));
+        }
         if self.layout.chunks > 1 {
             // A spanning vector: its chunks first, then the node that points at them.
             let location = (self.write_chunks(&vrec, None), 1);
             let mut guard = self.lock_node_page_with_room();
-            return self.add_node(&mut guard, &rec, location).and_then(|id| self.commit_new(guard, id, &mut link));
+            return self
+                .add_node(&mut guard, &rec, Some(location))
+                .and_then(|id| self.commit_new(guard, id, &mut link));
         }
         let vector_block = self.last_page_with_room(PageKind::Vector);
         let mut guard = self.lock_node_page_with_room();
@@ -683,13 +695,13 @@ impl PageStore {
                 (b, add_record(page, &vrec, max).expect("an empty page holds a vector"))
             }
         };
-        let id = self.add_node(&mut guard, &rec, location)?;
+        let id = self.add_node(&mut guard, &rec, Some(location))?;
         self.commit_new(guard, id, &mut link)
     }
 
-    /// Adds the node record `rec`, pointing at the vector record at `location`, to the
-    /// node page of `guard`; returns its id.
-    fn add_node(&self, guard: &mut WriteGuard, rec: &[u8], location: (u32, u16)) -> Option<NodeId> {
+    /// Adds the node record `rec`, pointing at the vector record at `location` (None: its
+    /// own, inline), to the node page of `guard`; returns its id.
+    fn add_node(&self, guard: &mut WriteGuard, rec: &[u8], location: Option<(u32, u16)>) -> Option<NodeId> {
         let page = guard.page();
         let off = match add_record(page, rec, self.layout.nodes_per_page) {
             Some(off) => off,
@@ -697,7 +709,7 @@ impl PageStore {
         };
         // SAFETY: the record just added at `off` on the exclusively locked working copy.
         let node = unsafe { node_at(page, off, &self.layout) };
-        (node.header.vector_block, node.header.vector_offset) = location;
+        (node.header.vector_block, node.header.vector_offset) = location.unwrap_or((guard.block(), off));
         Some(node_id(guard.block(), off))
     }
 
@@ -720,7 +732,7 @@ impl PageStore {
     /// Whether `page` is a `kind` page with room for one more record.
     fn has_room(&self, page: *const u8, kind: PageKind) -> bool {
         let (max, size) = match kind {
-            PageKind::Node => (self.layout.nodes_per_page, self.layout.node_size),
+            PageKind::Node => (self.layout.nodes_per_page, self.layout.record_size),
             _ => (self.layout.vectors_per_page, self.layout.vector_size),
         };
         // SAFETY: PageGetFreeSpace reads the header of a locked page.
@@ -787,6 +799,23 @@ impl PageStore {
                 continue;
             };
             // The slot keeps its vector record: the new vector goes there.
+            if self.layout.inline_vectors {
+                // SAFETY: the item at `off` is record_size bytes on the locked working copy:
+                // the node record (pointing at itself), then the vector record.
+                unsafe {
+                    let h = rec.as_mut_ptr().cast::<NodeHeader>();
+                    let mut header = std::ptr::read_unaligned(h);
+                    (header.vector_block, header.vector_offset) = (block, off);
+                    std::ptr::write_unaligned(h, header);
+                    std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len());
+                    std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(page, off).add(rec.len()), vrec.len());
+                }
+                let done = self.commit_new(guard, node_id(block, off), link);
+                if done.is_some() {
+                    record_free_slots(self.index, block, free, &self.layout);
+                }
+                return Some(done);
+            }
             if self.layout.chunks > 1 {
                 self.write_chunks(vrec, Some(location.0));
                 // SAFETY: the record at `off` is node_size bytes on the locked working copy;
@@ -805,7 +834,7 @@ impl PageStore {
                 return Some(done);
             }
             let vpage = guard.also(self.index, location.0);
-            if location.1 == 0 || location.1 as usize > vector_count(vpage) {
+            if location.1 == 0 || location.1 as usize > vector_count(vpage, &self.layout) {
                 pgrx::error!("omen index \"{}\" is corrupt: free slot without a vector record", index_name(self.index));
             }
             // SAFETY: the vector record at `location` is vector_size bytes on a locked working copy.
@@ -975,7 +1004,7 @@ impl GraphStore for PageStore {
         let relative = self.quantizer.relative();
         let first = out.len();
         let (block, offset) = node_location(id);
-        let (location, live) = {
+        let location_live = {
             let guard = ReadGuard::new(self.index, block);
             if offset as usize > node_count(guard.page()) {
                 pgrx::error!("omen index \"{}\" is corrupt: node {id} does not exist", index_name(self.index));
@@ -1001,13 +1030,21 @@ impl GraphStore for PageStore {
             if let Some(tids) = self.tids.as_mut() {
                 tids.insert(id, (!node.is_deleted()).then(|| node.heap_tid()));
             }
-            (node.vector_location(), !node.is_deleted())
+            // An inline vector is on this page: the exact distance needs no other page.
+            let inline = self.layout.inline_vectors.then(|| {
+                // SAFETY: the same share-locked page and offset; the slices die with the guard.
+                let (_, v) = unsafe { vector_at(guard.page(), offset, &self.layout) };
+                self.metric.rank_distance(v, &self.query)
+            });
+            (node.vector_location(), !node.is_deleted(), inline)
         };
+        let (location, live, inline) = location_live;
         let metric = self.metric;
         let query = std::mem::take(&mut self.query);
-        let exact = match self.cache.as_ref().and_then(|c| c.map.get(&id)) {
-            Some((v, _)) => metric.rank_distance(v, &query),
-            None => self.read_vector_record(location, |_, v| metric.rank_distance(v, &query)),
+        let exact = match (inline, self.cache.as_ref().and_then(|c| c.map.get(&id))) {
+            (Some(d), _) => d,
+            (None, Some((v, _))) => metric.rank_distance(v, &query),
+            (None, None) => self.read_vector_record(location, |_, v| metric.rank_distance(v, &query)),
         };
         self.query = query;
         let exact = if exact.is_nan() { f32::INFINITY } else { exact };

@@ -79,9 +79,11 @@ impl Default for GraphParams {
 
 impl GraphParams {
     /// The degree a neighbour list may reach through back-edges before it is pruned back to
-    /// `R`: `ceil(1.3 * R)`. Pages that hold neighbour lists must have room for this many.
+    /// `R`: `floor(1.3 * R)` (41 for R = 32). Pages that hold neighbour lists must have room
+    /// for this many. Rounded down: at R = 32 one slot fewer lets two node records with their
+    /// vectors share a page at 128 and 384 dimensions (`Layout::inline_vectors`).
     pub fn slack_degree(&self) -> usize {
-        (self.max_neighbors * 13).div_ceil(10)
+        (self.max_neighbors * 13 / 10).max(self.max_neighbors)
     }
 
     /// The pruning factor actually applied for this metric: `alpha`, or 1.0 for inner

@@ -385,7 +385,7 @@ fn helpers() {
     assert_eq!(perm, permutation(1000, 5));
     let data = [0.0f32, 0.0, 10.0, 10.0, 4.0, 4.0, 6.0, 6.0];
     assert_eq!(medoid(&data, 2, Metric::L2), 2);
-    assert_eq!(GraphParams::default().slack_degree(), 42);
+    assert_eq!(GraphParams::default().slack_degree(), 41);
     assert_eq!(GraphParams { max_neighbors: 10, ..GraphParams::default() }.slack_degree(), 13);
 }
 
