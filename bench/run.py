@@ -22,6 +22,8 @@ K = 10
 # The data set's metric: cosine for sentence embeddings, L2 otherwise (set in main).
 OPS, OP = "vector_l2_ops", "<->"
 OMEN_SWEEP = [12, 16, 20, 24, 28, 32, 40, 48, 64, 100, 160]
+# Rounds over every setting (the median of each setting's passes is reported).
+ROUNDS = 3
 HNSW_SWEEP = [10, 20, 40, 80, 120, 160, 240, 320]
 
 
@@ -108,14 +110,22 @@ def main() -> None:
     run_queries(pv, texts[:200], truth[:200], "SET hnsw.ef_search = 40", repeats=1)
     run_queries(om, texts[:200], truth[:200], "SET omen.search_list_size = 40", repeats=1)
 
-    # The two sweeps are interleaved, so machine noise falls on both engines alike.
+    # The two sweeps are interleaved, and so are their repeats: three rounds over every
+    # setting of both engines, each setting's median taken over the rounds, so that a slow
+    # minute of this noisy machine falls on one pass of every setting, not on three passes
+    # of one.
+    settings = []
     for ef, size in itertools.zip_longest(HNSW_SWEEP, OMEN_SWEEP):
         if ef is not None:
-            r, qps = run_queries(pv, texts, truth, f"SET hnsw.ef_search = {ef}")
-            rows.append(("pgvector hnsw", f"ef_search={ef}", r, qps))
+            settings.append(("pgvector hnsw", f"ef_search={ef}", pv, f"SET hnsw.ef_search = {ef}"))
         if size is not None:
-            r, qps = run_queries(om, texts, truth, f"SET omen.search_list_size = {size}")
-            rows.append(("omen", f"search_list_size={size}", r, qps))
+            settings.append(("omen", f"search_list_size={size}", om, f"SET omen.search_list_size = {size}"))
+    passes: dict[str, list[tuple[float, float]]] = {label: [] for _, label, _, _ in settings}
+    for _ in range(ROUNDS):
+        for _, label, conn, sql in settings:
+            passes[label].append(run_queries(conn, texts, truth, sql, repeats=1))
+    for engine, label, _, _ in settings:
+        rows.append((engine, label, passes[label][0][0], statistics.median(q for _, q in passes[label])))
     # The floor: the same client, statement shape and vector parameter, ten rows through the
     # primary key and no distance at all (what every query above pays besides its search).
     floor_sql = "SELECT id FROM items WHERE %s::vector IS NOT NULL ORDER BY id LIMIT 10"
