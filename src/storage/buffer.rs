@@ -42,12 +42,7 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
         // one's, and the hint table does not tell local from shared buffers).
         return pin_only(index, block);
     }
-    // SAFETY: `index` is an open relation; its rd_locator (rd_node before PostgreSQL 16)
-    // names its file.
-    #[cfg(not(feature = "pg15"))]
-    let (locator, file) = unsafe { ((*index).rd_locator, u32::from((*index).rd_locator.relNumber)) };
-    #[cfg(feature = "pg15")]
-    let (locator, file) = unsafe { ((*index).rd_node, u32::from((*index).rd_node.relNode)) };
+    let (locator, file) = relation_file(index);
     let slot = (block.wrapping_mul(0x9e37_79b9) ^ file.wrapping_mul(0x85eb_ca6b)) as usize % RECENT_SLOTS;
     let hint = RECENT.with_borrow(|r| r.get(slot).copied()).filter(|&(f, b, _)| f == file && b == block);
     if let Some((_, _, buf)) = hint {
@@ -65,6 +60,23 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
         r[slot] = (file, block, buf);
     });
     buf
+}
+
+/// The locator of `index`'s file (`rd_locator`; `rd_node` before PostgreSQL 16) and its
+/// file number, which a REINDEX or TRUNCATE changes.
+#[cfg(not(feature = "pg15"))]
+pub fn relation_file(index: pg_sys::Relation) -> (pg_sys::RelFileLocator, u32) {
+    // SAFETY: `index` is an open relation; rd_locator names its file.
+    let locator = unsafe { (*index).rd_locator };
+    (locator, u32::from(locator.relNumber))
+}
+
+/// See the other configuration's `relation_file`.
+#[cfg(feature = "pg15")]
+pub fn relation_file(index: pg_sys::Relation) -> (pg_sys::RelFileNode, u32) {
+    // SAFETY: `index` is an open relation; rd_node names its file.
+    let locator = unsafe { (*index).rd_node };
+    (locator, u32::from(locator.relNode))
 }
 
 /// Pins `block` of `index`'s main fork, without a lock.

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys;
 
+use super::buffer::relation_file;
 use super::insert_buffer::{EntryPlace, PageCodes, code_bytes, page_codes};
 use super::layout::{Meta, NO_BLOCK};
 
@@ -47,8 +48,15 @@ pub fn for_each_code(index: pg_sys::Relation, meta: &Meta, mut f: impl FnMut(Ent
             *cache = Cache { key: (file, meta.build_id), ..Cache::default() };
         }
         let named = [meta.buffer_segment, meta.merge_segment];
-        cache.segments.retain(|s, _| named.contains(s));
-        cache.bytes = cache.segments.values().flat_map(|p| p.values()).map(|p| p.codes.len()).sum();
+        let mut dropped = 0;
+        cache.segments.retain(|s, pages| {
+            let keep = named.contains(s);
+            if !keep {
+                dropped += pages.values().map(|p| p.codes.len()).sum::<usize>();
+            }
+            keep
+        });
+        cache.bytes -= dropped;
         for (tail, segment) in [(meta.buffer_tail, meta.buffer_segment), (meta.merge_tail, meta.merge_segment)] {
             let mut block = tail;
             while block != NO_BLOCK {
@@ -104,13 +112,7 @@ pub fn forget(index: pg_sys::Relation, meta: &Meta, place: EntryPlace, offsets: 
 
 /// The index's relation file number, which a REINDEX or TRUNCATE changes.
 fn file_of(index: pg_sys::Relation) -> u32 {
-    // SAFETY: `index` is an open relation; rd_locator (rd_node before PostgreSQL 16) names
-    // its file.
-    #[cfg(not(feature = "pg15"))]
-    let file = unsafe { u32::from((*index).rd_locator.relNumber) };
-    #[cfg(feature = "pg15")]
-    let file = unsafe { u32::from((*index).rd_node.relNode) };
-    file
+    relation_file(index).1
 }
 
 fn visit(page: &PageCodes, block: u32, segment: u32, cb: usize, f: &mut impl FnMut(EntryPlace, &[u8])) {

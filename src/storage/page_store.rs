@@ -301,6 +301,18 @@ pub fn fill_node_record(
     rec[c0..c0 + codes.len()].copy_from_slice(codes);
 }
 
+/// Writes `location` (block, 1-based offset) as the vector location of the node record
+/// `rec`.
+fn set_vector_location(rec: &mut [u8], location: (u32, u16)) {
+    assert!(rec.len() >= std::mem::size_of::<NodeHeader>(), "a node record starts with its header");
+    let h = rec.as_mut_ptr().cast::<NodeHeader>();
+    // SAFETY: `rec` holds at least a NodeHeader (asserted); unaligned reads and writes.
+    let mut header = unsafe { std::ptr::read_unaligned(h) };
+    (header.vector_block, header.vector_offset) = location;
+    // SAFETY: as above.
+    unsafe { std::ptr::write_unaligned(h, header) };
+}
+
 /// Fills a vector record at `rec` (vector_size bytes) with the code and the floats.
 pub fn fill_vector_record(rec: &mut [u8], layout: &Layout, code: &[u8], vector: &[f32]) {
     rec[..layout.code_bytes].copy_from_slice(code);
@@ -798,56 +810,32 @@ impl PageStore {
                 record_free_slots(self.index, block, 0, &self.layout);
                 continue;
             };
-            // The slot keeps its vector record: the new vector goes there.
-            if self.layout.inline_vectors {
-                // SAFETY: the item at `off` is record_size bytes on the locked working copy:
-                // the node record (pointing at itself), then the vector record.
-                unsafe {
-                    let h = rec.as_mut_ptr().cast::<NodeHeader>();
-                    let mut header = std::ptr::read_unaligned(h);
-                    (header.vector_block, header.vector_offset) = (block, off);
-                    std::ptr::write_unaligned(h, header);
-                    std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len());
-                    std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(page, off).add(rec.len()), vrec.len());
-                }
-                let done = self.commit_new(guard, node_id(block, off), link);
-                if done.is_some() {
-                    record_free_slots(self.index, block, free, &self.layout);
-                }
-                return Some(done);
-            }
+            // The slot keeps its vector record: the new vector goes there (inline: right
+            // after the node record, which then points at itself).
+            let location = if self.layout.inline_vectors { (block, off) } else { location };
             if self.layout.chunks > 1 {
                 self.write_chunks(vrec, Some(location.0));
-                // SAFETY: the record at `off` is node_size bytes on the locked working copy;
-                // its header gets the (unchanged) vector location.
-                unsafe {
-                    let h = rec.as_mut_ptr().cast::<NodeHeader>();
-                    let mut header = std::ptr::read_unaligned(h);
-                    (header.vector_block, header.vector_offset) = location;
-                    std::ptr::write_unaligned(h, header);
-                    std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len());
+            } else if !self.layout.inline_vectors {
+                let vpage = guard.also(self.index, location.0);
+                if location.1 == 0 || location.1 as usize > vector_count(vpage, &self.layout) {
+                    pgrx::error!(
+                        "omen index \"{}\" is corrupt: free slot without a vector record",
+                        index_name(self.index)
+                    );
                 }
-                let done = self.commit_new(guard, node_id(block, off), link);
-                if done.is_some() {
-                    record_free_slots(self.index, block, free, &self.layout);
-                }
-                return Some(done);
+                // SAFETY: the vector record at `location` is vector_size bytes on a locked
+                // working copy.
+                unsafe { std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(vpage, location.1), vrec.len()) };
             }
-            let vpage = guard.also(self.index, location.0);
-            if location.1 == 0 || location.1 as usize > vector_count(vpage, &self.layout) {
-                pgrx::error!("omen index \"{}\" is corrupt: free slot without a vector record", index_name(self.index));
-            }
-            // SAFETY: the vector record at `location` is vector_size bytes on a locked working copy.
-            unsafe { std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(vpage, location.1), vrec.len()) };
-            // SAFETY: the header starts the record; write the vector location into it.
+            set_vector_location(rec, location);
+            // SAFETY: the item at `off` is record_size bytes on the locked working copy: the
+            // node record (node_size bytes), then, inline, the vector record.
             unsafe {
-                let h = rec.as_mut_ptr().cast::<NodeHeader>();
-                let mut header = std::ptr::read_unaligned(h);
-                (header.vector_block, header.vector_offset) = location;
-                std::ptr::write_unaligned(h, header);
+                std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len());
+                if self.layout.inline_vectors {
+                    std::ptr::copy_nonoverlapping(vrec.as_ptr(), item(page, off).add(rec.len()), vrec.len());
+                }
             }
-            // SAFETY: the record at `off` is node_size bytes on the locked working copy.
-            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), item(page, off), rec.len()) };
             let done = self.commit_new(guard, node_id(block, off), link);
             if done.is_some() {
                 record_free_slots(self.index, block, free, &self.layout);
