@@ -1,8 +1,12 @@
 """Derives a lower-dimensional data set from a shared one, for checking defaults on data of
 another dimension: PCA of the base vectors to --dims dimensions (queries projected the
-same way), exact ground truth (top 100) by brute force in numpy.
+same way), exact ground truth (top 100) by brute force in numpy. With --dims 0 the
+dimensions are kept. With --grow ROWS the base is grown to ROWS rows by blends of two of its
+rows, x_i + w x_j with w uniform in [0.2, 0.6] (each row scaled to unit length first under
+cosine): a larger set with the source's geometry, for measuring how builds and queries scale.
 
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 64 OUT_FOLDER
+    python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --grow 200000 OUT_FOLDER
 
 The metric follows the folder name as bench/run.py reads it (cosine when the name holds
 "minilm", "angular" or "cosine", L2 otherwise); name OUT_FOLDER accordingly. Writes the
@@ -50,17 +54,29 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--dims", type=int, default=64)
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--grow", type=int, default=0)
     args = ap.parse_args()
     src, out = Path(args.data), Path(args.out)
     base, queries, _ = vecs.load(src)
     base, queries = np.asarray(base, dtype=np.float32), np.asarray(queries[: args.queries], dtype=np.float32)
-    mean = base.mean(axis=0)
+    cosine = metric_of(out.name)[0] == "vector_cosine_ops"
+    if args.grow > len(base):
+        rng = np.random.default_rng(11)
+        unit = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30) if cosine else base
+        extra = args.grow - len(base)
+        i, j = rng.integers(0, len(base), size=extra), rng.integers(0, len(base), size=extra)
+        w = rng.uniform(0.2, 0.6, size=(extra, 1)).astype(np.float32)
+        base = np.vstack([base, unit[i] + w * unit[j]])
+    if args.dims <= 0 or args.dims >= base.shape[1]:
+        args.dims = base.shape[1]
+    mean = base.mean(axis=0) if args.dims < base.shape[1] else np.zeros(base.shape[1], dtype=np.float32)
     # Principal axes from the covariance (dims × dims), largest variance first.
     cov = np.cov((base - mean).T.astype(np.float64))
     _, vecs_ = np.linalg.eigh(cov)
     axes = vecs_[:, ::-1][:, : args.dims].astype(np.float32)
+    if args.dims == base.shape[1]:
+        axes = np.eye(args.dims, dtype=np.float32)  # dimensions kept: no projection
     pbase, pqueries = (base - mean) @ axes, (queries - mean) @ axes
-    cosine = metric_of(out.name)[0] == "vector_cosine_ops"
     truth = ground_truth(pbase, pqueries, cosine)
     out.mkdir(parents=True, exist_ok=True)
     write_vecs(out / f"{out.name}_base.fvecs", pbase)
@@ -68,7 +84,8 @@ def main() -> None:
     write_vecs(out / f"{out.name}_groundtruth.ivecs", truth)
     (out / "README.md").write_text(
         f"# {out.name}\n\nDerived by bench/derive.py from {src.name}: PCA of the base to {args.dims} "
-        f"dimensions, {len(pbase)} base rows, {len(pqueries)} queries projected the same way, "
+        f"dimensions (grown by blends: --grow {args.grow}), {len(pbase)} base rows, "
+        f"{len(pqueries)} queries projected the same way, "
         f"exact top-100 ground truth ({'cosine' if cosine else 'L2'}).\n"
     )
     print(f"{out}: {len(pbase)} × {args.dims}, {len(pqueries)} queries, {'cosine' if cosine else 'L2'}")

@@ -65,6 +65,35 @@ mod tests {
         assert!(ok);
     }
 
+    /// Many copies of one row, in the build and through the insert buffer: RobustPrune keeps
+    /// one copy in any list, so the others are linked back by the build's and the merge's
+    /// reachability repair. Every row stays reachable, and a search returns the copies.
+    #[pg_test]
+    fn many_copies_of_one_row_stay_reachable() {
+        Spi::run("CREATE TABLE dup (id int, v vector(8))").unwrap();
+        Spi::run(
+            "INSERT INTO dup SELECT i, CASE WHEN i % 3 = 0 THEN '[1,2,3,4,5,6,7,8]'::vector \
+             ELSE ARRAY[i % 17, i % 23, i % 29, i % 31, i % 37, i % 41, i % 43, i % 47]::real[]::vector END \
+             FROM generate_series(1, 3000) i",
+        )
+        .unwrap();
+        Spi::run("CREATE INDEX dup_v_idx ON dup USING omen (v vector_l2_ops)").unwrap();
+        Spi::run("INSERT INTO dup SELECT 3000 + i, '[1,2,3,4,5,6,7,8]' FROM generate_series(1, 1000) i").unwrap();
+        Spi::run("SELECT omen_flush('dup_v_idx')").unwrap();
+        let problems = Spi::get_one::<String>("SELECT array_to_string(problems, '; ') FROM omen_check('dup_v_idx')")
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(problems, "", "omen_check found problems");
+        Spi::run("SET enable_seqscan = off").unwrap();
+        let zero = Spi::get_one::<i64>(
+            "SELECT count(*) FROM (SELECT v FROM dup ORDER BY v <-> '[1,2,3,4,5,6,7,8]' LIMIT 40) s \
+             WHERE v <-> '[1,2,3,4,5,6,7,8]' = 0",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(zero, 40, "the 40 nearest rows are copies of the query");
+    }
+
     /// An index of an older layout (here: its metapage set back to layout 2, as omendb
     /// 0.1.0 wrote it) is refused with an ERROR that says to REINDEX, not misread.
     #[pg_test(error = "omen index \"old_v_idx\" was built by an older omendb (layout version 2); REINDEX it")]

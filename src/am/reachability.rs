@@ -47,6 +47,7 @@ pub fn reconnect_unreachable(
     let slack = params.slack_degree();
     let mut vec = Vec::new();
     let mut list = Vec::new();
+    let mut linked: Vec<NodeId> = Vec::new();
     for u in lost {
         if reached.contains(&u) {
             continue;
@@ -55,14 +56,32 @@ pub fn reconnect_unreachable(
         graph::GraphStore::vector(store, u, &mut vec);
         search.start(store, &vec, entry);
         search.run(store, &vec, SEARCH_LIST_SIZE);
-        let hosts: Vec<NodeId> = search.results().map(|(id, _)| id).filter(|&id| id != u).collect();
-        for host in hosts {
+        let found: Vec<NodeId> = search.results().map(|(id, _)| id).filter(|&id| id != u).collect();
+        let mut hosts = found.into_iter();
+        let mut earlier = None;
+        loop {
+            let host = match hosts.next() {
+                Some(h) => h,
+                // Every node the search returned is full (copies of `u` that already host
+                // all the edges they can): the nodes linked earlier in this pass, closest
+                // first. Their own lists have room, and copies of `u` are at distance 0.
+                None if earlier.is_none() => {
+                    let mut near: Vec<(f32, NodeId)> =
+                        linked.iter().map(|&h| (graph::GraphStore::distance(store, h, &vec), h)).collect();
+                    near.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    hosts = near.into_iter().map(|(_, h)| h).collect::<Vec<_>>().into_iter();
+                    earlier = Some(());
+                    continue;
+                }
+                None => break,
+            };
             graph::GraphStore::neighbors(store, host, &mut list);
             if list.len() < slack && !list.contains(&u) {
                 list.push(u);
                 graph::GraphStore::set_neighbors(store, host, &list);
                 adjacency.entry(host).or_default().push(u);
                 reach_from(u, &adjacency, &mut reached);
+                linked.push(u);
                 break;
             }
         }

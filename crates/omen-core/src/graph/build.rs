@@ -37,7 +37,9 @@ const BUILD_SLACK: usize = 2;
 /// The result of an in-memory build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuiltGraph {
-    /// Out-neighbours of every node, indexed by node id; each list has at most `R` entries.
+    /// Out-neighbours of every node, indexed by node id; each list has at most `R` entries,
+    /// but for the few that host an edge to an otherwise unreachable node (at most the
+    /// slack degree, [`GraphParams::slack_degree`]).
     pub neighbors: Vec<Vec<NodeId>>,
     /// The entry point of every search: the medoid. 0 for an empty graph.
     pub entry: NodeId,
@@ -269,9 +271,18 @@ fn prune_overfull(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], params
 
 /// Make every node reachable from `entry`. Vamana graphs almost always are, but not
 /// provably (duplicates, inner product): each node not reached is linked from the closest
-/// reachable node with a free slot (below `R`) among those a search for it visits, then
+/// reachable node with a free slot (below the slack degree, as the index's own repair
+/// does, `reachability.rs` of the extension) among those a search for it visits, then
 /// everything it reaches is marked. Sequential and in id order, so deterministic; costs
 /// one search per unreachable node and a traversal of the graph.
+///
+/// Exact duplicates are what leaves nodes unreachable in practice: RobustPrune keeps one
+/// of a group of equal vectors in any list, so the others lose their in-edges. With the
+/// bound at `R`, the nodes a search for a duplicate visits were all full, and each lost
+/// node fell back to a scan of every node: on debian-minilm-384 with 9,000 duplicate rows
+/// added (one row 2,000 times), that took 14 s of a 21 s build. With the slack bound it
+/// still happened for 1,068 of the 2,563 nodes linked (the copies visited were full); the
+/// nodes linked earlier in the pass are looked at before every node now.
 fn connect_unreachable(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], entry: NodeId, params: &GraphParams) {
     let n = graph.len();
     let mut reached = vec![false; n];
@@ -290,6 +301,7 @@ fn connect_unreachable(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], e
     };
     mark(entry, graph, &mut reached, &mut stack);
     let mut search = BeamSearch::new();
+    let mut linked: Vec<NodeId> = Vec::new();
     for u in 0..n {
         if reached[u] {
             continue;
@@ -301,18 +313,26 @@ fn connect_unreachable(vectors: &[f32], dim: usize, graph: &mut [Vec<NodeId>], e
         search.run(&mut store, v, params.build_list_size);
         let mut hosts = search.visited().to_vec();
         hosts.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        let host = hosts.iter().map(|h| h.0).find(|&h| graph[h as usize].len() < params.max_neighbors);
-        // Every visited node full (not seen in practice): scan all reachable nodes.
-        let host = host.or_else(|| {
-            (0..n as NodeId)
-                .filter(|&h| reached[h as usize] && graph[h as usize].len() < params.max_neighbors)
+        let room = params.slack_degree();
+        let host = hosts.iter().map(|h| h.0).find(|&h| graph[h as usize].len() < room);
+        // Every visited node full: the search's list is taken by copies of `u` that already
+        // host as many edges as they can. The nodes linked earlier in this pass have room
+        // (their own lists are at most `R`), and the copies among them are at distance 0:
+        // the closest of them, else (not seen in practice) the closest reachable node.
+        let closest = |candidates: &mut dyn Iterator<Item = NodeId>, store: &mut Frozen<'_>| {
+            candidates
+                .filter(|&h| graph[h as usize].len() < room)
                 .map(|h| (sane(store.distance(h, v)), h))
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
                 .map(|(_, h)| h)
-        });
+        };
+        let host = host
+            .or_else(|| closest(&mut linked.iter().copied(), &mut store))
+            .or_else(|| closest(&mut (0..n as NodeId).filter(|&h| reached[h as usize]), &mut store));
         if let Some(h) = host {
             graph[h as usize].push(u);
             mark(u, graph, &mut reached, &mut stack);
+            linked.push(u);
         }
     }
 }
