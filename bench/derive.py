@@ -4,9 +4,14 @@ same way), exact ground truth (top 100) by brute force in numpy. With --dims 0 t
 dimensions are kept. With --grow ROWS the base is grown to ROWS rows by blends of two of its
 rows, x_i + w x_j with w uniform in [0.2, 0.6] (each row scaled to unit length first under
 cosine): a larger set with the source's geometry, for measuring how builds and queries scale.
+With --copies, copies of rows are added as text collections hold them (a sentence stored
+many times): ~10% of the rows once more, one row 2,000 times, 50 rows 40 times each, in a
+seeded shuffle; with --copy-noise S each copy is moved by Gaussian noise of S times its
+length over sqrt(dims) (near-copies) instead of being exact.
 
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 64 OUT_FOLDER
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --grow 200000 OUT_FOLDER
+    python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --copies OUT_FOLDER
 
 The metric follows the folder name as bench/run.py reads it (cosine when the name holds
 "minilm", "angular" or "cosine", L2 otherwise); name OUT_FOLDER accordingly. Writes the
@@ -55,6 +60,8 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=64)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--grow", type=int, default=0)
+    ap.add_argument("--copies", action="store_true")
+    ap.add_argument("--copy-noise", type=float, default=0.0)
     args = ap.parse_args()
     src, out = Path(args.data), Path(args.out)
     base, queries, _ = vecs.load(src)
@@ -67,6 +74,17 @@ def main() -> None:
         i, j = rng.integers(0, len(base), size=extra), rng.integers(0, len(base), size=extra)
         w = rng.uniform(0.2, 0.6, size=(extra, 1)).astype(np.float32)
         base = np.vstack([base, unit[i] + w * unit[j]])
+    if args.copies:
+        rng = np.random.default_rng(3)
+        n = len(base)
+        extra = np.vstack(
+            [base[rng.integers(0, n, n // 10)], np.repeat(base[:1], 2000, axis=0), np.repeat(base[1:51], 40, axis=0)]
+        )
+        if args.copy_noise > 0:
+            scale = args.copy_noise * np.linalg.norm(extra, axis=1, keepdims=True) / np.sqrt(base.shape[1])
+            extra = extra + (rng.normal(size=extra.shape) * scale).astype(np.float32)
+        base = np.vstack([base, extra])
+        base = base[rng.permutation(len(base))]
     if args.dims <= 0 or args.dims >= base.shape[1]:
         args.dims = base.shape[1]
     mean = base.mean(axis=0) if args.dims < base.shape[1] else np.zeros(base.shape[1], dtype=np.float32)
@@ -84,7 +102,8 @@ def main() -> None:
     write_vecs(out / f"{out.name}_groundtruth.ivecs", truth)
     (out / "README.md").write_text(
         f"# {out.name}\n\nDerived by bench/derive.py from {src.name}: PCA of the base to {args.dims} "
-        f"dimensions (grown by blends: --grow {args.grow}), {len(pbase)} base rows, "
+        f"dimensions (grown by blends: --grow {args.grow}; copies: {args.copies}, noise {args.copy_noise}), "
+        f"{len(pbase)} base rows, "
         f"{len(pqueries)} queries projected the same way, "
         f"exact top-100 ground truth ({'cosine' if cosine else 'L2'}).\n"
     )
