@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import psycopg
+import pytest
 from test_insert_buffer import BUFFERED, DIM, INITIAL, NO_MERGE, SAMPLE, check_index, info
 
 from pgcluster import exact_topk, load, phase, say, vec_text, wait_for
@@ -143,20 +144,31 @@ def test_crash_while_two_workers_merge(servers):
         assert nodes == len(rows) and buffered == 0, f"{nodes} nodes, {buffered} buffered for {len(rows)} rows"
 
 
-def test_large_buffer_exact_order(server):
+# 64 dimensions: multi-bit codes, estimated one by one; 384: 1-bit codes, whose cached
+# pages the scan estimates with FastScan (`storage/buffer_codes.rs`).
+@pytest.mark.parametrize("dim,n_buffered", [(DIM, 20_000), (384, 6_000)])
+def test_large_buffer_exact_order(server, dim, n_buffered):
     rng = np.random.default_rng(5153)
-    n_buffered = 20_000
-    vectors = rng.random((INITIAL + n_buffered, DIM), dtype=np.float32)
-    queries = rng.random((50, DIM), dtype=np.float32)
+    if dim == DIM:
+        vectors = rng.random((INITIAL + n_buffered, dim), dtype=np.float32)
+        queries = rng.random((50, dim), dtype=np.float32)
+    else:
+        # Clustered, as embeddings are: uniform rows in 384 dimensions are all about equally
+        # far apart, and 1-bit codes cannot order them (recall@10 0.77 with or without
+        # FastScan).
+        centers = rng.normal(size=(40, dim)).astype(np.float32)
+        label = rng.integers(0, 40, size=INITIAL + n_buffered + 50)
+        rows = centers[label] + 0.5 * rng.normal(size=(len(label), dim)).astype(np.float32)
+        vectors, queries = rows[: INITIAL + n_buffered], rows[INITIAL + n_buffered :]
     with server.connect() as admin:
         admin.execute("DROP DATABASE IF EXISTS big_buffer")
         admin.execute("CREATE DATABASE big_buffer")
     with server.connect("big_buffer") as conn:
         conn.execute("CREATE EXTENSION omendb")
-        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({dim})) WITH (autovacuum_enabled = off)")
         load(conn, "items", 0, vectors[:INITIAL])
         conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
-        with phase(f"{n_buffered} rows into the buffer"):
+        with phase(f"{n_buffered} rows of {dim} dimensions into the buffer"):
             load(conn, "items", INITIAL, vectors[INITIAL:])
         assert info(conn)["buffered_entries"] == n_buffered
         conn.execute("SET enable_seqscan = off")

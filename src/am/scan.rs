@@ -187,8 +187,8 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
     let ScanState { buffered, buffered_tids, candidates, .. } = state;
     match &quantizer {
         // The codes, from this backend's copy of the complete pages (`buffer_codes`).
-        Some(q) => buffer_codes::for_each_code(state.index, &meta, |place, code| {
-            candidates.push(BufferCandidate { estimate: q.estimate(&prepared, code), place })
+        Some(q) => buffer_codes::for_each_estimate(state.index, &meta, q, &prepared, |place, estimate| {
+            candidates.push(BufferCandidate { estimate, place })
         }),
         None => insert_buffer::for_each_entry(state.index, &meta, |_, h, _, v| {
             if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {

@@ -12,6 +12,7 @@
 //!   PostgreSQL page store and the in-memory test store share one implementation.
 
 pub mod distance;
+pub mod fastscan;
 pub mod graph;
 pub mod quant;
 pub mod text;
