@@ -145,7 +145,7 @@ impl BeamSearch {
                 self.visited.push((id, exact));
                 self.visited_live.push(live);
                 self.distance_count += scored.len();
-                if self.copy_expanded(exact) {
+                if self.copy_expanded(exact, store) {
                     continue;
                 }
 
@@ -157,7 +157,7 @@ impl BeamSearch {
             }
             self.visited.push((id, dist));
             self.visited_live.push(live);
-            if self.copy_expanded(dist) {
+            if self.copy_expanded(dist, store) {
                 continue;
             }
             store.neighbors(id, &mut neighbors);
@@ -231,20 +231,20 @@ impl BeamSearch {
     /// slot back ([`BeamSearch::release_slot`]). Returns true when its neighbours should not
     /// be offered: more copies than the list size were expanded, so more cannot change the
     /// results, and the chain of copies is not followed further.
-    fn copy_expanded(&mut self, exact: f32) -> bool {
+    fn copy_expanded<S: GraphStore>(&mut self, exact: f32, store: &mut S) -> bool {
         let copies = self.exact_seen.entry(exact.to_bits()).or_insert(0);
         *copies += 1;
         if *copies == 1 {
             return false;
         }
         let enough = *copies as usize > self.list_size;
-        self.release_slot();
+        self.release_slot(store);
         enough
     }
 
     /// Takes the just-expanded entry at the cursor out of the list, and moves the reserve's
     /// closest entry (no closer than the list's last) to the end of the list instead.
-    fn release_slot(&mut self) {
+    fn release_slot<S: GraphStore>(&mut self, store: &mut S) {
         let copy = self.list.remove(self.cursor);
         self.released.push(copy);
         if self.reserve.is_empty() {
@@ -255,8 +255,13 @@ impl BeamSearch {
         } else {
             (0..self.reserve.len()).min_by(|&a, &b| self.reserve[a].order(&self.reserve[b])).expect("not empty")
         };
-        let c = if self.reserve_sorted { self.reserve.remove(at) } else { self.reserve.swap_remove(at) };
-        // Liveness is known only for expanded nodes in a coded search: it stays as offered.
+        let mut c = if self.reserve_sorted { self.reserve.remove(at) } else { self.reserve.swap_remove(at) };
+        // As when the list grows (`resize_list`): a reserve entry's liveness was never looked
+        // up; an exact search's results are its list, so it is looked up now. (A coded
+        // search learns liveness when it expands the node.)
+        if !self.coded {
+            c.live = store.is_live(c.id);
+        }
         self.list.push(c);
     }
 
