@@ -1,7 +1,7 @@
 """Sustained ingest: how fast the insert buffer is merged, and what queries pay meanwhile.
 
 One PostgreSQL 18 server (bench/run.sh DATA --ingest starts it). A staging table holds the
-rows (bench/inserts.py's: the base vectors, then the same with 1% seeded noise). Three
+rows (bench/inserts.py's: the base vectors, then the same with 1% seeded noise). Four
 measurements, each on a fresh table:
 
 1. Merge throughput of one backend: `--initial` rows and their index, then `--merge-rows`
@@ -13,15 +13,18 @@ measurements, each on a fresh table:
    idle index (latency median and p99), then one client inserts `--rows` rows one INSERT
    at a time as fast as it can while another runs the same queries; then the time until
    the buffer is empty. The same single-row INSERTs into a table without a vector index
-   give the INSERT latency baseline.
+   give the INSERT latency baseline. The inserting client is a process of its own (two
+   threads of one Python process would take turns on its interpreter lock).
+4. pgvector HNSW beside it: the same stream of `--pgvector-rows` rows (its inserts are
+   slower) into the same `--initial` rows with an HNSW index, the same queries.
 
 Writes bench/results/<dataset>-ingest.md.
 
-Usage: bench/run.sh DATA --ingest [--initial N] [--rows N] [--merge-rows N]
+Usage: bench/run.sh DATA --ingest [--initial N] [--rows N] [--merge-rows N] [--pgvector-rows N]
 """
 
 import argparse
-import threading
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -85,6 +88,46 @@ def insert_stream(rows: int, latencies: list[float]) -> None:
             latencies.append((time.perf_counter() - t0) * 1000)
 
 
+def insert_client(rows: int, out, started, done) -> None:
+    """The inserting client as a process of its own: two clients in one Python process would
+    take turns on its interpreter lock (a 5 ms switch interval), which no real pair of clients
+    does. Sets `started` before the first INSERT and `done` after the last, then sends its
+    latencies and its elapsed seconds through `out`."""
+    latencies: list[float] = []
+    started.set()
+    t0 = time.perf_counter()
+    insert_stream(rows, latencies)
+    elapsed = time.perf_counter() - t0
+    done.set()
+    out.put((latencies, elapsed))
+
+
+def autogroup() -> str:
+    """Whether the kernel groups processes by session for scheduling (it then shares the
+    cores between the clients' session and the server's first, whatever the nice values)."""
+    try:
+        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
+
+
+def stream_while_querying(conn, texts: list[str], op: str, rows: int):
+    """Queries on the idle index, then the same queries while another client (a process of
+    its own) inserts `rows` rows one at a time. Returns (idle latencies, busy latencies,
+    INSERT latencies, the inserting client's seconds)."""
+    query_latencies(conn, texts, op, count=200)  # warm
+    idle = query_latencies(conn, texts, op, count=1000)
+    mp = multiprocessing.get_context("spawn")
+    started, stop, out = mp.Event(), mp.Event(), mp.Queue()
+    writer = mp.Process(target=insert_client, args=(rows, out, started, stop))
+    writer.start()
+    assert started.wait(120), "the inserting client did not start"
+    busy = query_latencies(conn, texts, op, stop=stop)
+    ins_lat, insert_s = out.get()
+    writer.join()
+    return idle, busy, ins_lat, insert_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
@@ -92,6 +135,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--merge-rows", type=int, default=20_000)
     ap.add_argument("--baseline-rows", type=int, default=20_000)
+    ap.add_argument("--pgvector-rows", type=int, default=20_000)
     args = ap.parse_args()
     folder = Path(args.data)
     with phase(f"read {folder.name}"):
@@ -137,19 +181,11 @@ def main() -> None:
             insert_stream(args.baseline_rows, base_lat)
 
         # 4. Queries while one client inserts.
+        merge_nice = conn.execute("SHOW omen.merge_worker_nice").fetchone()[0]
         with phase(f"omen: {args.initial} rows and their index"):
             prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
-        query_latencies(conn, texts, op, count=200)  # warm
-        idle = query_latencies(conn, texts, op, count=1000)
-        ins_lat: list[float] = []
-        stop = threading.Event()
-        writer = threading.Thread(target=lambda: (insert_stream(args.rows, ins_lat), stop.set()))
         with phase(f"omen: {args.rows} single-row INSERTs while another client queries"):
-            t0 = time.perf_counter()
-            writer.start()
-            busy = query_latencies(conn, texts, op, stop=stop)
-            writer.join()
-            insert_s = time.perf_counter() - t0
+            idle, busy, ins_lat, insert_s = stream_while_querying(conn, texts, op, args.rows)
         left = buffered(conn)
         drain_s = wait_empty(conn)
         say(f"{left} entries buffered at the last insert; empty {drain_s:.1f} s later")
@@ -161,6 +197,24 @@ def main() -> None:
             raise AssertionError(f"omen_check failed: {problems}")
         assert nodes == rows_now, f"omen_check: {nodes} nodes for {rows_now} rows"
 
+        # 5. pgvector HNSW beside it: the same stream (fewer rows: its inserts are slower).
+        with phase(f"pgvector: {args.initial} rows and their HNSW index"):
+            prepare(
+                conn, dims, f"CREATE INDEX items_v ON items USING hnsw (v {ops}) WITH (m = 16, ef_construction = 64)"
+            )
+        with phase(f"pgvector: {args.pgvector_rows} single-row INSERTs while another client queries"):
+            pv_idle, pv_busy, pv_ins, pv_insert_s = stream_while_querying(conn, texts, op, args.pgvector_rows)
+
+    def query_row(label: str, lat: list[float]) -> str:
+        return f"| {label} | {len(lat)} | {pct(lat, 50):.2f} | {pct(lat, 99):.2f} |"
+
+    def ratio_row(label: str, busy_lat: list[float], idle_lat: list[float]) -> str:
+        median, p99 = pct(busy_lat, 50) / pct(idle_lat, 50), pct(busy_lat, 99) / pct(idle_lat, 99)
+        return f"| {label} | | {median:.2f}× | {p99:.2f}× |"
+
+    def insert_row(label: str, lat: list[float], seconds: float) -> str:
+        return f"| {label} | {len(lat):,} | {len(lat) / seconds:,.0f} | {pct(lat, 50):.3f} | {pct(lat, 99):.3f} |"
+
     md += [
         "| merge | entries | entries/s |",
         "|---|---:|---:|",
@@ -170,20 +224,27 @@ def main() -> None:
         "",
         "| LIMIT 10 queries | count | median (ms) | p99 (ms) |",
         "|---|---:|---:|---:|",
-        f"| idle index | {len(idle)} | {pct(idle, 50):.2f} | {pct(idle, 99):.2f} |",
-        f"| while one client inserts | {len(busy)} | {pct(busy, 50):.2f} | {pct(busy, 99):.2f} |",
-        f"| ratio | | {pct(busy, 50) / pct(idle, 50):.2f}× | {pct(busy, 99) / pct(idle, 99):.2f}× |",
+        query_row("omen, idle index", idle),
+        query_row("omen, while one client inserts", busy),
+        ratio_row("omen, ratio", busy, idle),
+        query_row("pgvector HNSW, idle index", pv_idle),
+        query_row("pgvector HNSW, while one client inserts", pv_busy),
+        ratio_row("pgvector HNSW, ratio", pv_busy, pv_idle),
         "",
         "| single-row INSERT | rows | rows/s | median (ms) | p99 (ms) |",
         "|---|---:|---:|---:|---:|",
-        f"| no vector index | {len(base_lat):,} | {len(base_lat) / (sum(base_lat) / 1000):,.0f} | "
-        f"{pct(base_lat, 50):.3f} | {pct(base_lat, 99):.3f} |",
-        f"| omen (while another client queries) | {len(ins_lat):,} | {len(ins_lat) / insert_s:,.0f} | "
-        f"{pct(ins_lat, 50):.3f} | {pct(ins_lat, 99):.3f} |",
-        f"| ratio | | | {pct(ins_lat, 50) / pct(base_lat, 50):.2f}× | {pct(ins_lat, 99) / pct(base_lat, 99):.2f}× |",
+        insert_row("no vector index", base_lat, sum(base_lat) / 1000),
+        insert_row("omen (while another client queries)", ins_lat, insert_s),
+        f"| omen, ratio to no index | | | {pct(ins_lat, 50) / pct(base_lat, 50):.2f}× | "
+        f"{pct(ins_lat, 99) / pct(base_lat, 99):.2f}× |",
+        insert_row("pgvector HNSW (while another client queries)", pv_ins, pv_insert_s),
+        f"| pgvector HNSW, ratio to no index | | | {pct(pv_ins, 50) / pct(base_lat, 50):.2f}× | "
+        f"{pct(pv_ins, 99) / pct(base_lat, 99):.2f}× |",
         "",
         f"- buffered entries at the last insert: {left:,}; the buffer was empty {drain_s:.1f} s later",
         f"- after: omen_check ok, {nodes:,} nodes for {rows_now:,} rows",
+        f"- the two clients are processes of their own; `omen.merge_worker_nice` = "
+        f"{merge_nice}; the kernel's autogroup scheduling is {autogroup()}",
     ]
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{folder.name}-ingest.md"

@@ -23,6 +23,10 @@ pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static MAX_MERGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_MERGE_WORKERS);
 pub const DEFAULT_MAX_MERGE_WORKERS: i32 = 2;
 
+/// `omen.merge_worker_nice`: the scheduling niceness merge workers run at, so that on a
+/// busy machine the backends that serve queries and inserts get the cores first.
+pub static MERGE_WORKER_NICE: GucSetting<i32> = GucSetting::<i32>::new(10);
+
 pub const DEFAULT_BUFFER_THRESHOLD: i32 = 1000;
 pub const DEFAULT_MAX_NEIGHBORS: i32 = 32;
 pub const DEFAULT_BUILD_LIST_SIZE: i32 = 64;
@@ -80,6 +84,16 @@ pub fn init() {
         &MAX_MERGE_WORKERS,
         1,
         crate::storage::merge_lock::MAX_MERGE_SLOTS as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"omen.merge_worker_nice",
+        c"Scheduling niceness of omen's merge workers (0 to 19; higher yields more).",
+        c"Merge workers run at this nice value, so that when the cores are busy the backends serving queries and inserts run first and the merge takes the time left. 0 runs them as every other backend. Takes effect for workers started after a reload.",
+        &MERGE_WORKER_NICE,
+        0,
+        19,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -59,8 +59,14 @@ struct ScanState {
     /// Heap TIDs of the buffered rows ranked exactly: the buffer returns them, the graph
     /// skips them.
     buffered_tids: HashSet<(u32, u16)>,
-    /// Buffered rows estimated from their codes and not ranked exactly yet.
+    /// Buffered rows estimated from their codes and not ranked exactly yet: the best by
+    /// estimate, as many as the rounds so far may rank (`estimate_buffer`).
     candidates: Vec<BufferCandidate>,
+    /// Whether the buffer held rows left out of `candidates`: a wider round estimates again.
+    candidates_truncated: bool,
+    /// The places (block, offset) of the buffered rows ranked or looked at: estimating
+    /// again leaves them out.
+    visited_places: HashSet<(u32, u16)>,
     /// Buffered rows ranked (or looked at) so far in this query.
     buffer_ranked: usize,
     /// Heap TIDs the graph returned, which the buffer no longer returns.
@@ -72,6 +78,24 @@ struct ScanState {
 struct BufferCandidate {
     estimate: f32,
     place: EntryPlace,
+}
+
+impl PartialEq for BufferCandidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for BufferCandidate {}
+impl PartialOrd for BufferCandidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for BufferCandidate {
+    /// By estimate (the heap of [`estimate_buffer`] keeps the worst on top).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.estimate.total_cmp(&other.estimate)
+    }
 }
 
 /// Buffered rows ranked exactly per round: this many times the round's list size, the best
@@ -112,6 +136,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         buffered: Vec::new(),
         buffered_tids: HashSet::new(),
         candidates: Vec::new(),
+        candidates_truncated: false,
+        visited_places: HashSet::new(),
         buffer_ranked: 0,
         graph_tids: HashSet::new(),
     };
@@ -146,6 +172,8 @@ pub unsafe extern "C-unwind" fn amrescan(
     state.buffered.clear();
     state.buffered_tids.clear();
     state.candidates.clear();
+    state.candidates_truncated = false;
+    state.visited_places.clear();
     state.buffer_ranked = 0;
     state.graph_tids.clear();
     state.query = match key {
@@ -178,26 +206,58 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
         return meta;
     }
     let metric: Metric = meta.metric();
-    // L1 has no code estimate (the codes estimate L2): every row is ranked exactly.
-    let quantizer = (metric != Metric::L1).then(|| cached_quantizer(state.index, &meta));
-    let mut prepared = PreparedQuery::default();
-    if let Some(q) = &quantizer {
-        q.prepare(query, &mut prepared);
-    }
-    let ScanState { buffered, buffered_tids, candidates, .. } = state;
-    match &quantizer {
-        // The codes, from this backend's copy of the complete pages (`buffer_codes`).
-        Some(q) => buffer_codes::for_each_estimate(state.index, &meta, q, &prepared, |place, estimate| {
-            candidates.push(BufferCandidate { estimate, place })
-        }),
-        None => insert_buffer::for_each_entry(state.index, &meta, |_, h, _, v| {
+    if metric == Metric::L1 {
+        // L1 has no code estimate (the codes estimate L2): every row is ranked exactly.
+        let ScanState { buffered, buffered_tids, .. } = state;
+        insert_buffer::for_each_entry(state.index, &meta, |_, h, _, v| {
             if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
                 buffered.push((not_nan(metric.rank_distance(v, query)), tid_of(&h.tid)));
             }
-        }),
+        });
+    } else {
+        estimate_buffer(state, query, &meta);
     }
     rank_buffer(state, query, &meta);
     meta
+}
+
+/// Estimates every PENDING or LINKING buffered row from its code (from this backend's copy
+/// of the complete pages, `buffer_codes`) and keeps in `candidates` the best by estimate, as
+/// many as this round may rank exactly (BUFFER_RERANK times the list size): a bounded heap,
+/// so that a query with tens of thousands of rows buffered compares each estimate with the
+/// heap's worst and keeps few. A wider round that needs more estimates again, leaving out
+/// the rows already looked at.
+fn estimate_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
+    let quantizer = cached_quantizer(state.index, meta);
+    let mut prepared = PreparedQuery::default();
+    quantizer.prepare(query, &mut prepared);
+    let keep = BUFFER_RERANK * state.list_size;
+    let mut best = std::collections::BinaryHeap::with_capacity(keep.min(1 << 12));
+    let mut truncated = false;
+    // The heap's worst estimate once it is full: most rows are compared with it and left.
+    let mut worst = f32::INFINITY;
+    let visited = &state.visited_places;
+    buffer_codes::for_each_estimate(state.index, meta, &quantizer, &prepared, |place, estimate| {
+        if estimate >= worst {
+            truncated = true;
+            return;
+        }
+        if !visited.is_empty() && visited.contains(&(place.block, place.offset)) {
+            return;
+        }
+        let candidate = BufferCandidate { estimate, place };
+        if best.len() < keep {
+            best.push(candidate);
+        } else if let Some(mut top) = best.peek_mut() {
+            truncated = true;
+            *top = candidate;
+        }
+        if best.len() == keep {
+            worst = best.peek().map_or(f32::INFINITY, |c| c.estimate);
+        }
+    });
+    state.candidates = best.into_vec();
+    state.candidates_truncated = truncated;
 }
 
 fn not_nan(d: f32) -> f32 {
@@ -213,7 +273,12 @@ fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
     let dims = meta.dims as usize;
     let by_estimate = |a: &BufferCandidate, b: &BufferCandidate| a.estimate.total_cmp(&b.estimate);
     loop {
-        let want = (BUFFER_RERANK * state.list_size).saturating_sub(state.buffer_ranked).min(state.candidates.len());
+        let budget = (BUFFER_RERANK * state.list_size).saturating_sub(state.buffer_ranked);
+        if budget > 0 && state.candidates.is_empty() && state.candidates_truncated {
+            // A wider round, or rows looked at did not count: the next best estimates.
+            estimate_buffer(state, query, meta);
+        }
+        let want = budget.min(state.candidates.len());
         if want == 0 {
             break;
         }
@@ -222,6 +287,7 @@ fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
         }
         let mut chosen: Vec<EntryPlace> = state.candidates.drain(..want).map(|c| c.place).collect();
         chosen.sort_unstable_by_key(|p| (p.block, p.offset));
+        state.visited_places.extend(chosen.iter().map(|p| (p.block, p.offset)));
         let ScanState { buffered, buffered_tids, graph_tids, index, buffer_ranked, .. } = state;
         for page in chosen.chunk_by(|a, b| a.block == b.block) {
             let offsets: Vec<u16> = page.iter().map(|p| p.offset).collect();
@@ -316,7 +382,8 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                 // Widen: the graph's list and the buffer's ranked rows.
                 let graph_can = has_graph && can_widen(state);
                 let max = MAX_SEARCH_LIST_SIZE.get().max(1) as usize;
-                let buffer_can = !state.candidates.is_empty() && state.buffer_ranked < BUFFER_RERANK * max;
+                let buffer_left = !state.candidates.is_empty() || state.candidates_truncated;
+                let buffer_can = buffer_left && state.buffer_ranked < BUFFER_RERANK * max;
                 if !graph_can && !buffer_can {
                     return None;
                 }
@@ -327,7 +394,7 @@ fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointe
                     state.search.run(store, query, state.list_size);
                     queue_new_results(state);
                 }
-                if !state.candidates.is_empty() {
+                if buffer_left {
                     let meta = read_meta(state.index);
                     rank_buffer(state, query, &meta);
                 }

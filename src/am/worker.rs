@@ -28,7 +28,7 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
 use super::merge::{MergeCursor, Part, merge_some, repair_reachability};
-use super::options::MAX_MERGE_WORKERS;
+use super::options::{MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
 use crate::storage::layout::NO_BLOCK;
 use crate::storage::merge_lock::{
     MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_slot, unlock_merge, unlock_slot,
@@ -119,6 +119,7 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     let db = pg_sys::Oid::from(BackgroundWorker::get_extra().parse::<u32>().unwrap_or(0));
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    yield_to_backends();
     let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
     let mut named = false;
     let mut merged_any = false;
@@ -135,6 +136,24 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
             }
             Step::Busy | Step::Done => break,
         }
+    }
+}
+
+/// Lowers this worker's scheduling priority to `omen.merge_worker_nice`. A merge is work
+/// that can wait: under the default scheduler a waking query or insert otherwise waits for
+/// a merge worker's time slice to run out before it gets a core. Nothing is held, so a
+/// worker that is starved only merges later (the insert buffer's cap bounds how far it can
+/// fall behind).
+fn yield_to_backends() {
+    let nice = MERGE_WORKER_NICE.get().clamp(0, 19);
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on this process (who = 0) only changes its scheduling priority;
+    // raising the nice value needs no privilege. A failure leaves the priority as it was.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        pgrx::log!("omen merge worker: could not set nice {nice}: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -21,7 +21,7 @@ use crate::quant::{PreparedQuery, Quantizer};
 pub const BLOCK: usize = 32;
 
 /// Codes stored for FastScan: their bit-planes in blocks of [`BLOCK`], nibble-major, and
-/// their factors (the bytes after the planes) one code after another.
+/// their two factors (the floats after the planes) in arrays of their own.
 #[derive(Clone, Debug, Default)]
 pub struct CodeBlocks {
     plane_bytes: usize,
@@ -30,7 +30,9 @@ pub struct CodeBlocks {
     /// Per block, per nibble position: 16 bytes, byte `k` holding code `k`'s nibble in its
     /// low half and code `k + 16`'s in its high half.
     packed: Vec<u8>,
-    factors: Vec<u8>,
+    /// Per code: its squared norm and its dot coefficient ([`Quantizer::one_bit_terms`]).
+    norms: Vec<f32>,
+    coefs: Vec<f32>,
 }
 
 /// A query's FastScan tables: per nibble position, 16 byte entries.
@@ -56,13 +58,9 @@ impl CodeBlocks {
         let plane_bytes = quantizer.plane_bytes();
         assert!(Self::supports(quantizer), "1-bit codes, not {} bits", quantizer.bits());
         assert!(2 * plane_bytes * 255 <= u16::MAX as usize, "codes FastScan can sum in 16 bits");
-        CodeBlocks {
-            plane_bytes,
-            factor_bytes: quantizer.code_bytes() - plane_bytes,
-            len: 0,
-            packed: Vec::new(),
-            factors: Vec::new(),
-        }
+        let factor_bytes = quantizer.code_bytes() - plane_bytes;
+        assert!(factor_bytes >= 8, "1-bit codes end with two floats");
+        CodeBlocks { plane_bytes, factor_bytes, len: 0, packed: Vec::new(), norms: Vec::new(), coefs: Vec::new() }
     }
 
     /// Codes stored.
@@ -77,7 +75,7 @@ impl CodeBlocks {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.packed.len() + self.factors.len()
+        self.packed.len() + 4 * (self.norms.len() + self.coefs.len())
     }
 
     fn positions(&self) -> usize {
@@ -99,26 +97,33 @@ impl CodeBlocks {
                 self.packed[block + (2 * i + half) * 16 + lane] |= nibble << shift;
             }
         }
-        self.factors.extend_from_slice(&code[self.plane_bytes..]);
+        let float = |at: usize| {
+            f32::from_le_bytes(code[self.plane_bytes + at..self.plane_bytes + at + 4].try_into().expect("4 bytes"))
+        };
+        self.norms.push(float(0));
+        self.coefs.push(float(4));
         self.len += 1;
-    }
-
-    /// The factors of code `i`.
-    pub fn factors(&self, i: usize) -> &[u8] {
-        &self.factors[i * self.factor_bytes..(i + 1) * self.factor_bytes]
     }
 
     /// Calls `f(i, estimate)` for every code, in order: the quantizer's estimate of the
     /// prepared query's distance, its masked sums taken from `lut`.
     pub fn estimates(&self, quantizer: &Quantizer, prepared: &PreparedQuery, lut: &Lut, mut f: impl FnMut(usize, f32)) {
         let block_bytes = self.positions() * 16;
+        let [k0, k1, k2, total] = quantizer.one_bit_terms(prepared);
+        let (offset, step) = (lut.offset, 1.0 / lut.scale);
         let mut sums = [0u16; BLOCK];
+        let mut estimates = [0f32; BLOCK];
         for (b, packed) in self.packed.chunks_exact(block_bytes).enumerate() {
             block_sums(packed, &lut.tables, &mut sums);
-            for (k, &acc) in sums.iter().enumerate().take((self.len - b * BLOCK).min(BLOCK)) {
-                let i = b * BLOCK + k;
-                let sum = lut.offset + acc as f32 / lut.scale;
-                f(i, quantizer.estimate_from_sum(prepared, self.factors(i), sum));
+            let first = b * BLOCK;
+            let count = (self.len - first).min(BLOCK);
+            let (norms, coefs) = (&self.norms[first..first + count], &self.coefs[first..first + count]);
+            for k in 0..count {
+                let sum = offset + sums[k] as f32 * step;
+                estimates[k] = k0 + k1 * norms[k] + k2 * coefs[k] * (2.0 * sum - total);
+            }
+            for (k, &estimate) in estimates[..count].iter().enumerate() {
+                f(first + k, estimate);
             }
         }
     }
@@ -157,56 +162,136 @@ impl Lut {
 
 /// The accumulated table entries of the 32 codes of one block.
 fn block_sums(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
+    assert!(packed.len() == tables.len() && packed.len().is_multiple_of(16), "a table per nibble position");
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2() {
+        match simd() {
+            // SAFETY: the CPU has AVX-512 BW (checked at run time, cached).
+            Simd::Avx512 => return unsafe { block_sums_avx512(packed, tables, out) },
             // SAFETY: the CPU has AVX2 (checked at run time, cached).
-            return unsafe { block_sums_avx2(packed, tables, out) };
+            Simd::Avx2 => return unsafe { block_sums_avx2(packed, tables, out) },
+            Simd::None => {}
         }
     }
     block_sums_scalar(packed, tables, out)
 }
 
-/// The portable [`block_sums`] (the reference for the SIMD kernel).
+/// The portable [`block_sums`] (the reference for the SIMD kernels).
 pub fn block_sums_scalar(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
     out.fill(0);
+    add_block_sums_scalar(packed, tables, out);
+}
+
+/// Adds the table entries of `packed`'s positions to `out` (wrapping: the caller's total
+/// fits 16 bits).
+fn add_block_sums_scalar(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
     for (nibbles, table) in packed.chunks_exact(16).zip(tables.chunks_exact(16)) {
         for (k, &b) in nibbles.iter().enumerate() {
-            out[k] += table[(b & 0xF) as usize] as u16;
-            out[k + 16] += table[(b >> 4) as usize] as u16;
+            out[k] = out[k].wrapping_add(table[(b & 0xF) as usize] as u16);
+            out[k + 16] = out[k + 16].wrapping_add(table[(b >> 4) as usize] as u16);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
+#[derive(Clone, Copy, PartialEq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd() -> Simd {
     use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    static HAS: OnceLock<Simd> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            Simd::Avx512
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            Simd::Avx2
+        } else {
+            Simd::None
+        }
+    })
+}
+
+// Both kernels read several consecutive nibble positions at once: a 128-bit lane holds one
+// position's 16 bytes and its table's 16 entries, so one byte shuffle of the low nibbles
+// looks up codes 0..16 at every position of the register, and one of the high nibbles codes
+// 16..32. The bytes found are summed as 16-bit lanes, even bytes (code 2m) and odd bytes
+// (code 2m + 1) in separate accumulators (masked and shifted, no widening across lanes);
+// at the end the lanes (positions) are added together and the codes put back in order.
+
+/// Puts the per-lane sums back in code order: `even[m]`, `odd[m]` are codes 2m and 2m + 1 of
+/// codes 0..16 (`low_*`) or 16..32 (`high_*`).
+fn interleave(low: ([u16; 8], [u16; 8]), high: ([u16; 8], [u16; 8]), out: &mut [u16; BLOCK]) {
+    for m in 0..8 {
+        out[2 * m] = low.0[m];
+        out[2 * m + 1] = low.1[m];
+        out[16 + 2 * m] = high.0[m];
+        out[16 + 2 * m + 1] = high.1[m];
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn block_sums_avx2(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
     use std::arch::x86_64::*;
-    assert!(packed.len() == tables.len() && packed.len().is_multiple_of(16), "a table per nibble position");
-    let low = _mm_set1_epi8(0x0F);
-    let (mut first, mut second) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    for (nibbles, table) in packed.chunks_exact(16).zip(tables.chunks_exact(16)) {
-        // SAFETY: both chunks are 16 bytes long; unaligned loads.
-        let (n, t) = unsafe { (_mm_loadu_si128(nibbles.as_ptr().cast()), _mm_loadu_si128(table.as_ptr().cast())) };
-        // Codes 0..16 from the low halves, codes 16..32 from the high halves.
-        let lo = _mm_and_si128(n, low);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(n), low);
-        let found = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), _mm256_set_m128i(hi, lo));
-        first = _mm256_add_epi16(first, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(found)));
-        second = _mm256_add_epi16(second, _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(found)));
+    let nibble = _mm256_set1_epi8(0x0F);
+    let byte = _mm256_set1_epi16(0x00FF);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let whole = packed.len() / 32 * 32;
+    for (n, t) in packed[..whole].chunks_exact(32).zip(tables[..whole].chunks_exact(32)) {
+        // SAFETY: both chunks are 32 bytes long; unaligned loads.
+        let (n, t) = unsafe { (_mm256_loadu_si256(n.as_ptr().cast()), _mm256_loadu_si256(t.as_ptr().cast())) };
+        let low = _mm256_shuffle_epi8(t, _mm256_and_si256(n, nibble));
+        let high = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16::<4>(n), nibble));
+        acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(low, byte));
+        acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16::<8>(low));
+        acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(high, byte));
+        acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16::<8>(high));
     }
-    // SAFETY: `out` is 32 u16, two 256-bit stores; unaligned.
-    unsafe {
-        _mm256_storeu_si256(out.as_mut_ptr().cast(), first);
-        _mm256_storeu_si256(out.as_mut_ptr().add(16).cast(), second);
+    let lanes = acc.map(|a| {
+        let sum = _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+        let mut v = [0u16; 8];
+        // SAFETY: `v` is 8 u16, one 128-bit store; unaligned.
+        unsafe { _mm_storeu_si128(v.as_mut_ptr().cast(), sum) };
+        v
+    });
+    interleave((lanes[0], lanes[1]), (lanes[2], lanes[3]), out);
+    add_block_sums_scalar(&packed[whole..], &tables[whole..], out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn block_sums_avx512(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
+    use std::arch::x86_64::*;
+    let nibble = _mm512_set1_epi8(0x0F);
+    let byte = _mm512_set1_epi16(0x00FF);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let whole = packed.len() / 64 * 64;
+    for (n, t) in packed[..whole].chunks_exact(64).zip(tables[..whole].chunks_exact(64)) {
+        // SAFETY: both chunks are 64 bytes long; unaligned loads.
+        let (n, t) = unsafe { (_mm512_loadu_si512(n.as_ptr().cast()), _mm512_loadu_si512(t.as_ptr().cast())) };
+        let low = _mm512_shuffle_epi8(t, _mm512_and_si512(n, nibble));
+        let high = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16::<4>(n), nibble));
+        acc[0] = _mm512_add_epi16(acc[0], _mm512_and_si512(low, byte));
+        acc[1] = _mm512_add_epi16(acc[1], _mm512_srli_epi16::<8>(low));
+        acc[2] = _mm512_add_epi16(acc[2], _mm512_and_si512(high, byte));
+        acc[3] = _mm512_add_epi16(acc[3], _mm512_srli_epi16::<8>(high));
     }
+    let lanes = acc.map(|a| {
+        let half = _mm256_add_epi16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
+        let sum = _mm_add_epi16(_mm256_castsi256_si128(half), _mm256_extracti128_si256::<1>(half));
+        let mut v = [0u16; 8];
+        // SAFETY: `v` is 8 u16, one 128-bit store; unaligned.
+        unsafe { _mm_storeu_si128(v.as_mut_ptr().cast(), sum) };
+        v
+    });
+    interleave((lanes[0], lanes[1]), (lanes[2], lanes[3]), out);
+    // The last one to three positions.
+    add_block_sums_scalar(&packed[whole..], &tables[whole..], out);
 }
 
 #[cfg(test)]
@@ -235,6 +320,19 @@ mod tests {
             block_sums(&packed, &tables, &mut a);
             block_sums_scalar(&packed, &tables, &mut b);
             prop_assert_eq!(a, b);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { block_sums_avx2(&packed, &tables, &mut a) };
+                    prop_assert_eq!(a, b);
+                }
+                if std::arch::is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: the CPU has AVX-512 BW.
+                    unsafe { block_sums_avx512(&packed, &tables, &mut a) };
+                    prop_assert_eq!(a, b);
+                }
+            }
         }
     }
 

@@ -455,6 +455,21 @@ impl Quantizer {
             Metric::Cosine => 1.0 - (prepared.base + dot),
         }
     }
+
+    /// For 1-bit codes, [`Quantizer::estimate_from_sum`] as one expression for every code:
+    /// with `[k0, k1, k2, total]` returned, a code whose factors are `norm_sq` (the float at
+    /// byte 0) and `coef` (at byte 4) is estimated at
+    /// `k0 + k1 · norm_sq + k2 · coef · (2 · sum − total)`, so that a block of codes is
+    /// estimated in one vectorizable loop.
+    pub fn one_bit_terms(&self, prepared: &PreparedQuery) -> [f32; 4] {
+        assert_eq!(self.bits, 1, "1-bit codes");
+        let [k0, k1, k2] = match self.metric {
+            Metric::L2 | Metric::L1 => [prepared.base, 1.0, -2.0],
+            Metric::InnerProduct => [-prepared.base, 0.0, -1.0],
+            Metric::Cosine => [1.0 - prepared.base, 0.0, -1.0],
+        };
+        [k0, k1, k2, prepared.total]
+    }
 }
 
 /// Bits per kept coordinate for `code_dims` kept coordinates: enough for about 512 bits a
