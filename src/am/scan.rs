@@ -233,15 +233,11 @@ fn estimate_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
     quantizer.prepare(query, &mut prepared);
     let keep = BUFFER_RERANK * state.list_size;
     let mut best = std::collections::BinaryHeap::with_capacity(keep.min(1 << 12));
-    let mut truncated = false;
-    // The heap's worst estimate once it is full: most rows are compared with it and left.
-    let mut worst = f32::INFINITY;
+    // The heap's worst estimate once it is full: rows estimated at or past it are left
+    // (whole FastScan blocks at once), and then some rows were left out.
+    let worst = std::cell::Cell::new(f32::INFINITY);
     let visited = &state.visited_places;
-    buffer_codes::for_each_estimate(state.index, meta, &quantizer, &prepared, |place, estimate| {
-        if estimate >= worst {
-            truncated = true;
-            return;
-        }
+    buffer_codes::for_each_estimate(state.index, meta, &quantizer, &prepared, &worst, |place, estimate| {
         if !visited.is_empty() && visited.contains(&(place.block, place.offset)) {
             return;
         }
@@ -249,13 +245,13 @@ fn estimate_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
         if best.len() < keep {
             best.push(candidate);
         } else if let Some(mut top) = best.peek_mut() {
-            truncated = true;
             *top = candidate;
         }
         if best.len() == keep {
-            worst = best.peek().map_or(f32::INFINITY, |c| c.estimate);
+            worst.set(best.peek().map_or(f32::INFINITY, |c| c.estimate));
         }
     });
+    let truncated = best.len() == keep;
     state.candidates = best.into_vec();
     state.candidates_truncated = truncated;
 }

@@ -44,8 +44,9 @@ struct SegmentCodes {
     pages: HashMap<u32, std::ops::Range<usize>>,
 }
 
-/// The cached codes: for FastScan where it serves them (1-bit codes, from about 320
-/// dimensions: [`CodeBlocks::supports`]), else one after the other.
+/// The cached codes: for FastScan where it serves them (every quantized code:
+/// [`CodeBlocks::supports`]), else (the exact codes of up to 12 dimensions) one after the
+/// other.
 enum StoredCodes {
     Plain(Vec<u8>),
     Blocks(CodeBlocks),
@@ -73,10 +74,10 @@ impl StoredCodes {
         }
     }
 
-    fn push(&mut self, code: &[u8]) {
+    fn push(&mut self, quantizer: &Quantizer, code: &[u8]) {
         match self {
             StoredCodes::Plain(c) => c.extend_from_slice(code),
-            StoredCodes::Blocks(b) => b.push(code),
+            StoredCodes::Blocks(b) => b.push(quantizer, code),
         }
     }
 }
@@ -95,13 +96,15 @@ std::thread_local! {
 
 /// Calls `f(place, estimate)` for every entry of both segments named by `meta` that was
 /// PENDING or LINKING when its page was read (now or, for a complete page, by an earlier
-/// call of this backend): the quantizer's estimate of its distance to the prepared query
-/// (the cached ones through FastScan where it serves the codes).
+/// call of this backend) and whose estimate is below `bound` (which `f` may lower): the
+/// quantizer's estimate of its distance to the prepared query (the cached ones through
+/// FastScan where it serves the codes).
 pub fn for_each_estimate(
     index: pg_sys::Relation,
     meta: &Meta,
     quantizer: &Quantizer,
     prepared: &PreparedQuery,
+    bound: &std::cell::Cell<f32>,
     mut f: impl FnMut(EntryPlace, f32),
 ) {
     let dims = meta.dims as usize;
@@ -143,15 +146,16 @@ pub fn for_each_estimate(
             match &cached.codes {
                 StoredCodes::Plain(codes) => {
                     for (place, code) in cached.places.iter().zip(codes.chunks_exact(cb)) {
-                        if place.offset != 0 {
-                            f(*place, quantizer.estimate(prepared, code));
+                        let estimate = quantizer.estimate(prepared, code);
+                        if place.offset != 0 && estimate < bound.get() {
+                            f(*place, estimate);
                         }
                     }
                 }
                 StoredCodes::Blocks(blocks) => {
                     let lut = lut.get_or_insert_with(|| Lut::new(quantizer, prepared));
                     let places = &cached.places;
-                    blocks.estimates(quantizer, prepared, lut, |i, estimate| {
+                    blocks.estimates(quantizer, prepared, lut, bound, |i, estimate| {
                         if places[i].offset != 0 {
                             f(places[i], estimate);
                         }
@@ -160,10 +164,10 @@ pub fn for_each_estimate(
             }
             for (b, page) in &fresh {
                 for (i, &offset) in page.offsets.iter().enumerate() {
-                    f(
-                        EntryPlace { block: *b, segment, offset },
-                        quantizer.estimate(prepared, &page.codes[i * cb..(i + 1) * cb]),
-                    );
+                    let estimate = quantizer.estimate(prepared, &page.codes[i * cb..(i + 1) * cb]);
+                    if estimate < bound.get() {
+                        f(EntryPlace { block: *b, segment, offset }, estimate);
+                    }
                 }
             }
             // Cache the complete fresh pages (all but an unsealed append tail), oldest first,
@@ -179,7 +183,7 @@ pub fn for_each_estimate(
                 let start = cached.places.len();
                 cached.places.extend(page.offsets.iter().map(|&offset| EntryPlace { block: b, segment, offset }));
                 for code in page.codes.chunks_exact(cb) {
-                    cached.codes.push(code);
+                    cached.codes.push(quantizer, code);
                 }
                 cached.pages.insert(b, start..cached.places.len());
                 cached.newest = b;

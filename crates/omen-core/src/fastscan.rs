@@ -12,13 +12,19 @@
 //! estimates, one per buffered row in every scan, were the scan's largest cost while rows
 //! streamed in.
 //!
-//! The byte tables round each entry to 1/255 of the widest table's range: the sum is off by
-//! at most half a step per position, far less than the code's own error.
+//! The byte tables round each entry to 1/255 of the widest range among the tables of its
+//! bit-plane (each plane has its own scale, so that the low planes of a multi-bit code are
+//! not rounded away next to the high ones, weighted up to 8 times more): the sum is off by
+//! at most half a step per position, far less than the code's own error. Sums are taken in
+//! 16 bits over at most [`CHUNK`] positions at a time, then added up in floats.
 
 use crate::quant::{PreparedQuery, Quantizer};
 
 /// Codes per block.
 pub const BLOCK: usize = 32;
+
+/// Nibble positions summed in 16 bits at once (each adds at most 255).
+const CHUNK: usize = 256;
 
 /// Codes stored for FastScan: their bit-planes in blocks of [`BLOCK`], nibble-major, and
 /// their two factors (the floats after the planes) in arrays of their own.
@@ -30,37 +36,46 @@ pub struct CodeBlocks {
     /// Per block, per nibble position: 16 bytes, byte `k` holding code `k`'s nibble in its
     /// low half and code `k + 16`'s in its high half.
     packed: Vec<u8>,
-    /// Per code: its squared norm and its dot coefficient ([`Quantizer::one_bit_terms`]).
+    /// Per code: its squared norm and the coefficients of its dot estimate
+    /// ([`Quantizer::sum_terms`]).
     norms: Vec<f32>,
-    coefs: Vec<f32>,
+    totals: Vec<f32>,
+    sums: Vec<f32>,
 }
 
 /// A query's FastScan tables: per nibble position, 16 byte entries.
 #[derive(Clone, Debug, Default)]
 pub struct Lut {
     tables: Vec<u8>,
-    /// A sum is `offset + accumulated / scale`.
-    scale: f32,
+    /// Nibble positions per bit-plane.
+    plane_positions: usize,
+    /// Per bit-plane, the value of one table step: a plane's share of a sum is its tables'
+    /// accumulated entries times this.
+    steps: Vec<f32>,
+    /// The sum of every table's smallest entry (the bytes count up from it).
     offset: f32,
 }
 
 impl CodeBlocks {
-    /// Whether FastScan serves codes of `quantizer`: 1-bit codes (from about 320
-    /// dimensions). With several bit-planes, one byte scale for tables weighted 1 to 8
-    /// rounds the low planes away (at 64 dimensions, 4 bits, estimates were off by 7% of
-    /// their range), and those codes are short enough for [`plane_sum`](crate::quant::plane_sum).
+    /// Whether FastScan serves codes of `quantizer`: every quantized code (not the exact
+    /// codes of up to 12 dimensions).
     pub fn supports(quantizer: &Quantizer) -> bool {
-        quantizer.bits() == 1 && quantizer.plane_bytes() > 0
+        quantizer.plane_bytes() > 0
     }
 
     /// Empty storage for codes of `quantizer` ([`CodeBlocks::supports`] it).
     pub fn new(quantizer: &Quantizer) -> CodeBlocks {
+        assert!(Self::supports(quantizer), "quantized codes");
         let plane_bytes = quantizer.plane_bytes();
-        assert!(Self::supports(quantizer), "1-bit codes, not {} bits", quantizer.bits());
-        assert!(2 * plane_bytes * 255 <= u16::MAX as usize, "codes FastScan can sum in 16 bits");
-        let factor_bytes = quantizer.code_bytes() - plane_bytes;
-        assert!(factor_bytes >= 8, "1-bit codes end with two floats");
-        CodeBlocks { plane_bytes, factor_bytes, len: 0, packed: Vec::new(), norms: Vec::new(), coefs: Vec::new() }
+        CodeBlocks {
+            plane_bytes,
+            factor_bytes: quantizer.code_bytes() - plane_bytes,
+            len: 0,
+            packed: Vec::new(),
+            norms: Vec::new(),
+            totals: Vec::new(),
+            sums: Vec::new(),
+        }
     }
 
     /// Codes stored.
@@ -75,15 +90,15 @@ impl CodeBlocks {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.packed.len() + 4 * (self.norms.len() + self.coefs.len())
+        self.packed.len() + 4 * (self.norms.len() + self.totals.len() + self.sums.len())
     }
 
     fn positions(&self) -> usize {
         2 * self.plane_bytes
     }
 
-    /// Appends `code` (`plane_bytes + factor_bytes` bytes, as the quantizer wrote it).
-    pub fn push(&mut self, code: &[u8]) {
+    /// Appends `code` (`plane_bytes + factor_bytes` bytes, as `quantizer` wrote it).
+    pub fn push(&mut self, quantizer: &Quantizer, code: &[u8]) {
         assert_eq!(code.len(), self.plane_bytes + self.factor_bytes, "a whole code");
         let (slot, block_bytes) = (self.len % BLOCK, self.positions() * 16);
         if slot == 0 {
@@ -97,33 +112,60 @@ impl CodeBlocks {
                 self.packed[block + (2 * i + half) * 16 + lane] |= nibble << shift;
             }
         }
-        let float = |at: usize| {
-            f32::from_le_bytes(code[self.plane_bytes + at..self.plane_bytes + at + 4].try_into().expect("4 bytes"))
-        };
-        self.norms.push(float(0));
-        self.coefs.push(float(4));
+        let (norm, total, sum) = quantizer.sum_terms(&code[self.plane_bytes..]);
+        self.norms.push(norm);
+        self.totals.push(total);
+        self.sums.push(sum);
         self.len += 1;
     }
 
-    /// Calls `f(i, estimate)` for every code, in order: the quantizer's estimate of the
-    /// prepared query's distance, its masked sums taken from `lut`.
-    pub fn estimates(&self, quantizer: &Quantizer, prepared: &PreparedQuery, lut: &Lut, mut f: impl FnMut(usize, f32)) {
+    /// Calls `f(i, estimate)` for every code whose estimate is below `bound` (read once per
+    /// block, so `f` may lower it), in order: the quantizer's estimate of the prepared
+    /// query's distance, its masked sums taken from `lut`. A block whose estimates are all
+    /// at or past the bound costs no call at all.
+    pub fn estimates(
+        &self,
+        quantizer: &Quantizer,
+        prepared: &PreparedQuery,
+        lut: &Lut,
+        bound: &std::cell::Cell<f32>,
+        mut f: impl FnMut(usize, f32),
+    ) {
         let block_bytes = self.positions() * 16;
-        let [k0, k1, k2, total] = quantizer.one_bit_terms(prepared);
-        let (offset, step) = (lut.offset, 1.0 / lut.scale);
-        let mut sums = [0u16; BLOCK];
+        let [k0, k1, k2, total] = quantizer.metric_terms(prepared);
+        let plane_bytes = lut.plane_positions * 16;
+        let mut acc = [0u16; BLOCK];
+        let mut sums = [0f32; BLOCK];
         let mut estimates = [0f32; BLOCK];
         for (b, packed) in self.packed.chunks_exact(block_bytes).enumerate() {
-            block_sums(packed, &lut.tables, &mut sums);
+            sums.fill(lut.offset);
+            let planes = packed.chunks(plane_bytes).zip(lut.tables.chunks(plane_bytes));
+            for ((plane, tables), &step) in planes.zip(&lut.steps) {
+                for (chunk, chunk_tables) in plane.chunks(CHUNK * 16).zip(tables.chunks(CHUNK * 16)) {
+                    block_sums(chunk, chunk_tables, &mut acc);
+                    for (sum, &a) in sums.iter_mut().zip(&acc) {
+                        *sum += a as f32 * step;
+                    }
+                }
+            }
             let first = b * BLOCK;
             let count = (self.len - first).min(BLOCK);
-            let (norms, coefs) = (&self.norms[first..first + count], &self.coefs[first..first + count]);
+            let (norms, totals, coefs) = (
+                &self.norms[first..first + count],
+                &self.totals[first..first + count],
+                &self.sums[first..first + count],
+            );
             for k in 0..count {
-                let sum = offset + sums[k] as f32 * step;
-                estimates[k] = k0 + k1 * norms[k] + k2 * coefs[k] * (2.0 * sum - total);
+                estimates[k] = k0 + k1 * norms[k] + k2 * (totals[k] * total + coefs[k] * sums[k]);
+            }
+            let limit = bound.get();
+            if estimates[..count].iter().all(|&e| e >= limit) {
+                continue;
             }
             for (k, &estimate) in estimates[..count].iter().enumerate() {
-                f(first + k, estimate);
+                if estimate < bound.get() {
+                    f(first + k, estimate);
+                }
             }
         }
     }
@@ -145,18 +187,22 @@ impl Lut {
             }
         }
         let mins: Vec<f32> = exact.chunks_exact(16).map(|t| t.iter().copied().fold(f32::INFINITY, f32::min)).collect();
-        let widest = exact
-            .chunks_exact(16)
-            .zip(&mins)
-            .map(|(t, &m)| t.iter().copied().fold(f32::NEG_INFINITY, f32::max) - m)
-            .fold(0f32, f32::max);
-        let scale = if widest > 0.0 && widest.is_finite() { 255.0 / widest } else { 1.0 };
-        let tables = exact
-            .chunks_exact(16)
-            .zip(&mins)
-            .flat_map(|(t, &m)| t.iter().map(move |&v| ((v - m) * scale).round().clamp(0.0, 255.0) as u8))
-            .collect();
-        Lut { tables, scale, offset: mins.iter().sum() }
+        let plane_positions = 2 * per_plane;
+        let mut tables = Vec::with_capacity(exact.len());
+        let mut steps = Vec::new();
+        for (plane, plane_mins) in exact.chunks(plane_positions * 16).zip(mins.chunks(plane_positions)) {
+            let widest = plane
+                .chunks_exact(16)
+                .zip(plane_mins)
+                .map(|(t, &m)| t.iter().copied().fold(f32::NEG_INFINITY, f32::max) - m)
+                .fold(0f32, f32::max);
+            let scale = if widest > 0.0 && widest.is_finite() { 255.0 / widest } else { 1.0 };
+            steps.push(1.0 / scale);
+            for (t, &m) in plane.chunks_exact(16).zip(plane_mins) {
+                tables.extend(t.iter().map(|&v| ((v - m) * scale).round().clamp(0.0, 255.0) as u8));
+            }
+        }
+        Lut { tables, plane_positions, steps, offset: mins.iter().sum() }
     }
 }
 
@@ -337,15 +383,20 @@ mod tests {
     }
 
     /// FastScan's estimates match the quantizer's own, code by code, within the tables'
-    /// rounding, for the 1-bit codes of 384 to 1,536 dimensions and a partial last block;
-    /// multi-bit codes are not served.
+    /// rounding: the 1-bit codes of 384 to 1,536 dimensions, the 2- to 4-bit codes of 64 to
+    /// 256 dimensions, and a partial last block. Exact codes are not served.
     #[test]
     fn estimates_match_the_quantizer() {
-        for dims in [64, 128, 256] {
-            let q = Quantizer::new(Metric::L2, dims, vec![0.0; dims], 3);
-            assert!(!CodeBlocks::supports(&q), "{dims} dimensions: multi-bit codes");
-        }
-        for (dims, metric) in [(784, Metric::L2), (384, Metric::Cosine), (1536, Metric::InnerProduct)] {
+        assert!(!CodeBlocks::supports(&Quantizer::new(Metric::L2, 8, vec![0.0; 8], 3)), "exact codes");
+        for (dims, metric) in [
+            (64, Metric::L2),
+            (100, Metric::Cosine),
+            (128, Metric::InnerProduct),
+            (256, Metric::L2),
+            (384, Metric::Cosine),
+            (784, Metric::L2),
+            (1536, Metric::InnerProduct),
+        ] {
             let n = 75;
             let data = rows(n + 1, dims, dims as u64);
             let (data, query) = data.split_at(n * dims);
@@ -356,7 +407,7 @@ mod tests {
             for v in data.chunks_exact(dims) {
                 let mut code = vec![0u8; q.code_bytes()];
                 q.encode(v, &mut code);
-                blocks.push(&code);
+                blocks.push(&q, &code);
                 codes.push(code);
             }
             assert_eq!(blocks.len(), n);
@@ -368,7 +419,8 @@ mod tests {
             let spread = own.iter().copied().fold(f32::NEG_INFINITY, f32::max)
                 - own.iter().copied().fold(f32::INFINITY, f32::min);
             let mut seen = 0;
-            blocks.estimates(&q, &prepared, &lut, |i, e| {
+            let everything = std::cell::Cell::new(f32::INFINITY);
+            blocks.estimates(&q, &prepared, &lut, &everything, |i, e| {
                 assert!((e - own[i]).abs() <= 0.02 * spread, "{dims}-d code {i}: {e} vs {} (spread {spread})", own[i]);
                 seen += 1;
             });

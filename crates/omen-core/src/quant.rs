@@ -456,19 +456,25 @@ impl Quantizer {
         }
     }
 
-    /// For 1-bit codes, [`Quantizer::estimate_from_sum`] as one expression for every code:
-    /// with `[k0, k1, k2, total]` returned, a code whose factors are `norm_sq` (the float at
-    /// byte 0) and `coef` (at byte 4) is estimated at
-    /// `k0 + k1 · norm_sq + k2 · coef · (2 · sum − total)`, so that a block of codes is
-    /// estimated in one vectorizable loop.
-    pub fn one_bit_terms(&self, prepared: &PreparedQuery) -> [f32; 4] {
-        assert_eq!(self.bits, 1, "1-bit codes");
+    /// [`Quantizer::estimate_from_sum`] as one expression for every code, so that a block
+    /// of codes is estimated in one vectorizable loop: with `[k0, k1, k2, total]` returned
+    /// here and `(norm_sq, t, s)` = [`Quantizer::sum_terms`] of a code's factors, its
+    /// estimate is `k0 + k1 · norm_sq + k2 · (t · total + s · sum)`.
+    pub fn metric_terms(&self, prepared: &PreparedQuery) -> [f32; 4] {
         let [k0, k1, k2] = match self.metric {
             Metric::L2 | Metric::L1 => [prepared.base, 1.0, -2.0],
             Metric::InnerProduct => [-prepared.base, 0.0, -1.0],
             Metric::Cosine => [1.0 - prepared.base, 0.0, -1.0],
         };
         [k0, k1, k2, prepared.total]
+    }
+
+    /// A code's factors (the bytes after its planes) as `(norm_sq, t, s)`: its squared
+    /// norm, and the coefficients of the query's total and of the masked sum in its dot
+    /// estimate (see [`Quantizer::metric_terms`]).
+    pub fn sum_terms(&self, factors: &[u8]) -> (f32, f32, f32) {
+        let float = |at: usize| f32::from_le_bytes(factors[at..at + 4].try_into().expect("4 bytes"));
+        if self.bits == 1 { (float(0), -float(4), 2.0 * float(4)) } else { (float(0), float(4), float(8)) }
     }
 }
 
