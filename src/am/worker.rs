@@ -121,7 +121,6 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     yield_to_backends();
     yield_between_entries(true);
-    commit_without_waiting();
     let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
     let mut named = false;
     let mut merged_any = false;
@@ -156,26 +155,6 @@ fn yield_to_backends() {
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if rc != 0 {
         pgrx::log!("omen merge worker: could not set nice {nice}: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// Commits this worker's transactions without waiting for their WAL to be written
-/// (`synchronous_commit = off`, for this process only). A merge transaction leaves a few
-/// megabytes of WAL; waiting for it at every commit held the WAL write lock that much longer
-/// while inserts committing beside it waited. Nothing is lost: the WAL is written in order,
-/// so a crash keeps a prefix of the merge, and every prefix is a state the next merge
-/// resumes from (PENDING and LINKING entries, see `merge`); the rows themselves were
-/// committed by their inserts.
-fn commit_without_waiting() {
-    // SAFETY: sets a GUC of this process by name, with valid NUL-terminated strings; an
-    // unknown value would raise an ERROR, and "off" is valid for synchronous_commit.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
     }
 }
 
