@@ -8,7 +8,8 @@
    (pg_stat_activity); once nothing is buffered, omen_check is ok with one node per row, a
    full scan through the index returns every row once, every row of a sample is its own
    nearest neighbour, and recall@10 of 50 queries against exact top-10 is within 5 points
-   of the same index rebuilt by REINDEX.
+   of the same index rebuilt by REINDEX. The workers run at `omen.merge_worker_nice` (10,
+   the default): their nice value, read from /proc while they merge, is 10.
 2. A crash while two workers merge: the same rows, all 12,000 buffered first (a threshold no
    insert reaches); the threshold is then lowered and two inserts of 100 rows, a second
    apart, start two workers. When both run and a third of the buffer is in the graph, the
@@ -24,6 +25,7 @@
 import itertools
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -35,6 +37,16 @@ from pgcluster import exact_topk, load, phase, say, vec_text, wait_for
 # Rows of each of the inserts that start workers: more than two buffer pages of 64-d entries.
 EXTRA = 100
 WORKERS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
+WORKER_PIDS = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
+
+
+def nice_of(pid: int) -> int | None:
+    """The nice value of process `pid` (field 19 of /proc/PID/stat), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def recall_at_10(conn, vectors, queries) -> float:
@@ -60,6 +72,7 @@ def test_two_workers_merge_side_by_side(servers):
 
     stop = threading.Event()
     seen = {"workers": 0, "queries": 0}
+    nice_values: set[int] = set()
     errors: list = []
 
     def watch_and_query() -> None:
@@ -67,7 +80,9 @@ def test_two_workers_merge_side_by_side(servers):
             with server.connect() as c:
                 c.execute("SET enable_seqscan = off")
                 while not stop.is_set():
-                    seen["workers"] = max(seen["workers"], c.execute(WORKERS).fetchone()[0])
+                    pids = [r[0] for r in c.execute(WORKER_PIDS)]
+                    seen["workers"] = max(seen["workers"], len(pids))
+                    nice_values.update(n for n in map(nice_of, pids) if n is not None)
                     q = vec_text(queries[seen["queries"] % len(queries)])
                     got = c.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 10", (q,)).fetchall()
                     assert len(got) == 10, f"a query during the merge returned {len(got)} rows"
@@ -91,6 +106,9 @@ def test_two_workers_merge_side_by_side(servers):
     assert not errors, f"the querying connection failed: {errors[0]!r}"
     say(f"{seen['queries']} queries ran during the merge; at most {seen['workers']} merge workers at once")
     assert seen["workers"] >= 2, f"at most {seen['workers']} merge worker(s) ran at once, expected 2"
+    # A worker shows in pg_stat_activity a moment before it lowers its priority: 0 may be
+    # seen then, never anything else.
+    assert 10 in nice_values and nice_values <= {0, 10}, f"merge workers ran at nice {sorted(nice_values)}"
     with server.connect() as conn:
         # Two merges prune the same lists side by side (an edge can be lost, never left
         # dangling): on uniformly random 64-d rows a sampled row or two may be missed by a

@@ -140,15 +140,17 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     }
 }
 
-/// Lowers this worker's scheduling priority to `omen.merge_worker_nice`. A merge is work
-/// that can wait: under the default scheduler a waking query or insert otherwise waits for
-/// a merge worker's time slice to run out before it gets a core. Nothing is held, so a
-/// worker that is starved only merges later (the insert buffer's cap bounds how far it can
-/// fall behind).
+/// Lowers this worker's scheduling priority to `omen.merge_worker_nice` (unless the server
+/// already runs at that nice value or above). A merge is work that can wait: when the cores
+/// are busy, the backends serving queries and inserts should run first. Nothing is held, so
+/// a worker that is starved only merges later (the insert buffer's cap bounds how far it
+/// can fall behind). The merge also yields between entries (`merge::yield_between_entries`).
 fn yield_to_backends() {
     let nice = MERGE_WORKER_NICE.get().clamp(0, 19);
-    if nice == 0 {
-        return;
+    // SAFETY: getpriority of this process (who = 0) only reads it.
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice <= current {
+        return; // the server runs at this nice value or above already: never lower it
     }
     // SAFETY: setpriority on this process (who = 0) only changes its scheduling priority;
     // raising the nice value needs no privilege. A failure leaves the priority as it was.
