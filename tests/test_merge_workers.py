@@ -9,7 +9,8 @@
    full scan through the index returns every row once, every row of a sample is its own
    nearest neighbour, and recall@10 of 50 queries against exact top-10 is within 5 points
    of the same index rebuilt by REINDEX. The workers run at `omen.merge_worker_nice` (10,
-   the default): their nice value, read from /proc while they merge, is 10.
+   the default): their nice value, read from /proc while they merge, is 10, and so is
+   their autogroup's (/proc/PID/autogroup, on kernels built with autogroup scheduling).
 2. A crash while two workers merge: the same rows, all 12,000 buffered first (a threshold no
    insert reaches); the threshold is then lowered and two inserts of 100 rows, a second
    apart, start two workers. When both run and a third of the buffer is in the graph, the
@@ -49,6 +50,15 @@ def nice_of(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[16])
 
 
+def autogroup_nice_of(pid: int) -> int | None:
+    """The nice value of process `pid`'s autogroup ("/autogroup-N nice K" in
+    /proc/PID/autogroup), None if it is gone or the kernel has no autogroup scheduling."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+    except OSError:
+        return None
+
+
 def recall_at_10(conn, vectors, queries) -> float:
     truth = exact_topk(vectors, queries, 10)
     hits = 0
@@ -73,6 +83,7 @@ def test_two_workers_merge_side_by_side(servers):
     stop = threading.Event()
     seen = {"workers": 0, "queries": 0}
     nice_values: set[int] = set()
+    autogroup_nice: set[int] = set()
     errors: list = []
 
     def watch_and_query() -> None:
@@ -83,6 +94,7 @@ def test_two_workers_merge_side_by_side(servers):
                     pids = [r[0] for r in c.execute(WORKER_PIDS)]
                     seen["workers"] = max(seen["workers"], len(pids))
                     nice_values.update(n for n in map(nice_of, pids) if n is not None)
+                    autogroup_nice.update(n for n in map(autogroup_nice_of, pids) if n is not None)
                     q = vec_text(queries[seen["queries"] % len(queries)])
                     got = c.execute("SELECT id FROM items ORDER BY v <-> %s::vector LIMIT 10", (q,)).fetchall()
                     assert len(got) == 10, f"a query during the merge returned {len(got)} rows"
@@ -109,6 +121,11 @@ def test_two_workers_merge_side_by_side(servers):
     # A worker shows in pg_stat_activity a moment before it lowers its priority: 0 may be
     # seen then, never anything else.
     assert 10 in nice_values and nice_values <= {0, 10}, f"merge workers ran at nice {sorted(nice_values)}"
+    # Every PostgreSQL child is a session, so an autogroup, of its own: the worker's nice
+    # value weighs against the backends only through its autogroup's.
+    if Path("/proc/self/autogroup").exists():
+        seen_nice = sorted(autogroup_nice)
+        assert 10 in autogroup_nice and autogroup_nice <= {0, 10}, f"merge workers' autogroups at nice {seen_nice}"
     with server.connect() as conn:
         # Two merges prune the same lists side by side (an edge can be lost, never left
         # dangling): on uniformly random 64-d rows a sampled row or two may be missed by a

@@ -158,6 +158,29 @@ fn yield_to_backends() {
     if rc != 0 {
         pgrx::log!("omen merge worker: could not set nice {nice}: {}", std::io::Error::last_os_error());
     }
+    lower_autogroup(nice);
+}
+
+/// Linux's autogroup scheduling (`kernel.sched_autogroup_enabled`, on by default in many
+/// distributions) shares the cores between sessions first, and every PostgreSQL child
+/// process starts a session of its own (`setsid` in `InitPostmasterChild`). A process's
+/// nice value then only weighs against the processes of its own session: this worker
+/// alone. The session's own nice value, `/proc/self/autogroup`, weighs it against the
+/// backends' sessions, so the worker sets that one too (only ever raising it). Without
+/// the file (no autogroup in the kernel) there is nothing to do.
+fn lower_autogroup(nice: i32) {
+    const AUTOGROUP: &str = "/proc/self/autogroup";
+    let Ok(text) = std::fs::read_to_string(AUTOGROUP) else {
+        return;
+    };
+    // The file reads "/autogroup-<id> nice <n>".
+    let current = text.split_whitespace().last().and_then(|n| n.parse::<i32>().ok());
+    if current.is_some_and(|c| c >= nice) {
+        return;
+    }
+    if let Err(e) = std::fs::write(AUTOGROUP, nice.to_string()) {
+        pgrx::log!("omen merge worker: could not set its autogroup's nice {nice}: {e}");
+    }
 }
 
 /// What one transaction of a merge worker did.
