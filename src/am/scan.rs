@@ -283,7 +283,10 @@ fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
         }
         let mut chosen: Vec<EntryPlace> = state.candidates.drain(..want).map(|c| c.place).collect();
         chosen.sort_unstable_by_key(|p| (p.block, p.offset));
-        state.visited_places.extend(chosen.iter().map(|p| (p.block, p.offset)));
+        if state.candidates_truncated {
+            // Only a later estimate (of a truncated heap) must leave these rows out.
+            state.visited_places.extend(chosen.iter().map(|p| (p.block, p.offset)));
+        }
         let ScanState { buffered, buffered_tids, graph_tids, index, buffer_ranked, .. } = state;
         for page in chosen.chunk_by(|a, b| a.block == b.block) {
             let offsets: Vec<u16> = page.iter().map(|p| p.offset).collect();
