@@ -310,6 +310,27 @@ fn interleave(low: ([u16; 8], [u16; 8]), high: ([u16; 8], [u16; 8]), out: &mut [
     }
 }
 
+/// The SIMD kernels' common end: the four accumulators, each added down to one 128-bit
+/// register of eight position-summed lanes (`sums`: even and odd codes of codes 0..16, then
+/// of codes 16..32), are put back in code order, then the positions past the last whole
+/// register (`packed_rest`, `tables_rest`) are added one by one.
+#[cfg(target_arch = "x86_64")]
+fn finish_block_sums(
+    sums: [std::arch::x86_64::__m128i; 4],
+    packed_rest: &[u8],
+    tables_rest: &[u8],
+    out: &mut [u16; BLOCK],
+) {
+    let lanes = sums.map(|sum| {
+        let mut v = [0u16; 8];
+        // SAFETY: `v` is 8 u16, one 128-bit store (SSE2, part of every x86_64); unaligned.
+        unsafe { std::arch::x86_64::_mm_storeu_si128(v.as_mut_ptr().cast(), sum) };
+        v
+    });
+    interleave((lanes[0], lanes[1]), (lanes[2], lanes[3]), out);
+    add_block_sums_scalar(packed_rest, tables_rest, out);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn block_sums_avx2(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
@@ -328,15 +349,8 @@ fn block_sums_avx2(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
         acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(high, byte));
         acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16::<8>(high));
     }
-    let lanes = acc.map(|a| {
-        let sum = _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
-        let mut v = [0u16; 8];
-        // SAFETY: `v` is 8 u16, one 128-bit store; unaligned.
-        unsafe { _mm_storeu_si128(v.as_mut_ptr().cast(), sum) };
-        v
-    });
-    interleave((lanes[0], lanes[1]), (lanes[2], lanes[3]), out);
-    add_block_sums_scalar(&packed[whole..], &tables[whole..], out);
+    let sums = acc.map(|a| _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a)));
+    finish_block_sums(sums, &packed[whole..], &tables[whole..], out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -357,17 +371,11 @@ fn block_sums_avx512(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
         acc[2] = _mm512_add_epi16(acc[2], _mm512_and_si512(high, byte));
         acc[3] = _mm512_add_epi16(acc[3], _mm512_srli_epi16::<8>(high));
     }
-    let lanes = acc.map(|a| {
+    let sums = acc.map(|a| {
         let half = _mm256_add_epi16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
-        let sum = _mm_add_epi16(_mm256_castsi256_si128(half), _mm256_extracti128_si256::<1>(half));
-        let mut v = [0u16; 8];
-        // SAFETY: `v` is 8 u16, one 128-bit store; unaligned.
-        unsafe { _mm_storeu_si128(v.as_mut_ptr().cast(), sum) };
-        v
+        _mm_add_epi16(_mm256_castsi256_si128(half), _mm256_extracti128_si256::<1>(half))
     });
-    interleave((lanes[0], lanes[1]), (lanes[2], lanes[3]), out);
-    // The last one to three positions.
-    add_block_sums_scalar(&packed[whole..], &tables[whole..], out);
+    finish_block_sums(sums, &packed[whole..], &tables[whole..], out);
 }
 
 #[cfg(test)]
