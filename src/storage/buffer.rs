@@ -123,6 +123,33 @@ impl Drop for ReadGuard {
     }
 }
 
+/// A page just added to the index, exclusively locked and in no WAL record yet: nobody else
+/// can reach it until a record that links it commits ([`WriteGuard::also_fresh`]). Taken
+/// before the lock of the page that will link it, so that the extension, which can wait for
+/// the relation extension lock, happens with no other page of the index locked. Dropped
+/// unused, it stays an all-zero page that nothing links (like a page extended just before
+/// a crash).
+pub struct FreshPage {
+    buf: pg_sys::Buffer,
+}
+
+impl FreshPage {
+    /// Appends a new page to `index` (under the relation extension lock).
+    pub fn new(index: pg_sys::Relation) -> FreshPage {
+        FreshPage { buf: new_block(index) }
+    }
+}
+
+impl Drop for FreshPage {
+    fn drop(&mut self) {
+        // On an error, PostgreSQL's abort releases the lock and the pin.
+        if !std::thread::panicking() {
+            // SAFETY: we hold the pin and the exclusive lock taken in `new_block`.
+            unsafe { pg_sys::UnlockReleaseBuffer(self.buf) };
+        }
+    }
+}
+
 /// An exclusively locked page registered with GenericXLog: edit `page()`, then `commit()`
 /// to WAL-log the change; dropping without commit discards it (GenericXLogAbort).
 ///
@@ -169,6 +196,17 @@ impl WriteGuard {
     /// number and working copy.
     pub fn also_extend(&mut self, index: pg_sys::Relation) -> (u32, *mut u8) {
         let buf = new_block(index);
+        self.extra.push(buf);
+        // SAFETY: the buffer is pinned.
+        let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };
+        (block, register_buffer(self.state, buf, true))
+    }
+
+    /// Adds `fresh` to this record (logged as a full image); returns its block number and
+    /// working copy.
+    pub fn also_fresh(&mut self, fresh: FreshPage) -> (u32, *mut u8) {
+        let buf = fresh.buf;
+        std::mem::forget(fresh); // the guard releases it now
         self.extra.push(buf);
         // SAFETY: the buffer is pinned.
         let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };

@@ -37,7 +37,7 @@
 
 use pgrx::pg_sys;
 
-use super::buffer::{ReadGuard, WriteGuard};
+use super::buffer::{FreshPage, ReadGuard, WriteGuard};
 use super::buffer::{item as record, item_count, page_header};
 use super::layout::*;
 use super::page_store::read_meta;
@@ -191,6 +191,8 @@ pub fn append(
     }
     let per_page = entries_per_page(vector.len());
     let mut known = Some(meta);
+    // A page added before the metapage is locked (see below), kept across retries.
+    let mut fresh: Option<FreshPage> = None;
     loop {
         let seen = known.take().unwrap_or_else(|| read_meta(index));
         if seen.buffer_tail != NO_BLOCK {
@@ -201,6 +203,9 @@ pub fn append(
                 && unsafe { opaque(page).segment == seen.buffer_segment && opaque(page).flags & SEALED == 0 };
             if open && add_entry(page, &rec) {
                 guard.commit();
+                if let Some(unused) = fresh {
+                    free_fresh_page(index, unused);
+                }
                 let pages = (seen.buffer_pages + seen.merge_pages) as usize;
                 return Appended {
                     new_page: false,
@@ -209,7 +214,13 @@ pub fn append(
                 };
             }
         }
-        // The tail is missing, full or sealed: add a page, under the metapage lock.
+        // The tail is missing, full or sealed: add a page, under the metapage lock. With no
+        // free page to take, the index is extended first: an extension can wait for the
+        // relation extension lock (a merge worker adding node pages may hold it), and every
+        // scan reads the metapage.
+        if fresh.is_none() && seen.free_buffer_tail == NO_BLOCK {
+            fresh = Some(FreshPage::new(index));
+        }
         let mut guard = WriteGuard::new(index, META_BLOCK);
         // SAFETY: exclusively locked working copy of the metapage.
         let meta = unsafe { meta_mut(guard.page()) };
@@ -221,7 +232,9 @@ pub fn append(
             meta.next_segment += 1;
             meta.buffer_pages = 0;
         }
-        let (block, page) = if meta.free_buffer_tail != NO_BLOCK {
+        let (block, page) = if let Some(f) = fresh.take() {
+            guard.also_fresh(f)
+        } else if meta.free_buffer_tail != NO_BLOCK {
             let block = meta.free_buffer_tail;
             let page = guard.also(index, block);
             // SAFETY: pages on the free list are buffer pages (released segments).
@@ -242,6 +255,18 @@ pub fn append(
         guard.commit();
         return appended;
     }
+}
+
+/// Puts `fresh`, a page `append` added but did not need, on the buffer free list (as a
+/// buffer page of segment 0, which no segment ever is), so that no page is lost.
+fn free_fresh_page(index: pg_sys::Relation, fresh: FreshPage) {
+    let mut guard = WriteGuard::new(index, META_BLOCK);
+    let (block, page) = guard.also_fresh(fresh);
+    // SAFETY: exclusively locked working copy of the metapage.
+    let meta = unsafe { meta_mut(guard.page()) };
+    init_buffer_page(page, 0, meta.free_buffer_tail);
+    meta.free_buffer_tail = block;
+    guard.commit();
 }
 
 /// Walks segment `segment` from `tail` back to its first page, calling `f(block, page)` on
