@@ -195,11 +195,7 @@ impl WriteGuard {
     /// Adds a new page of `index` to this record (logged as a full image); returns its block
     /// number and working copy.
     pub fn also_extend(&mut self, index: pg_sys::Relation) -> (u32, *mut u8) {
-        let buf = new_block(index);
-        self.extra.push(buf);
-        // SAFETY: the buffer is pinned.
-        let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };
-        (block, register_buffer(self.state, buf, true))
+        self.also_fresh(FreshPage::new(index))
     }
 
     /// Adds `fresh` to this record (logged as a full image); returns its block number and
