@@ -225,6 +225,9 @@ def main() -> None:
         median, p99 = pct(busy_lat, 50) / pct(idle_lat, 50), pct(busy_lat, 99) / pct(idle_lat, 99)
         return f"| {label} | | {median:.2f}× | {p99:.2f}× |"
 
+    def insert_ratio_row(label: str, lat: list[float], base: list[float]) -> str:
+        return f"| {label} | | | {pct(lat, 50) / pct(base, 50):.2f}× | {pct(lat, 99) / pct(base, 99):.2f}× |"
+
     def insert_row(label: str, lat: list[float], seconds: float) -> str:
         return f"| {label} | {len(lat):,} | {len(lat) / seconds:,.0f} | {pct(lat, 50):.3f} | {pct(lat, 99):.3f} |"
 
@@ -249,15 +252,11 @@ def main() -> None:
         insert_row("no vector index, alone", base_lat, sum(base_lat) / 1000),
         insert_row("no vector index, while another client queries (an idle omen index)", base_busy_lat, base_busy_s),
         insert_row("omen (while another client queries)", ins_lat, insert_s),
-        f"| omen, ratio to no index alone | | | {pct(ins_lat, 50) / pct(base_lat, 50):.2f}× | "
-        f"{pct(ins_lat, 99) / pct(base_lat, 99):.2f}× |",
-        f"| omen, ratio to no index while another client queries | | | "
-        f"{pct(ins_lat, 50) / pct(base_busy_lat, 50):.2f}× | {pct(ins_lat, 99) / pct(base_busy_lat, 99):.2f}× |",
+        insert_ratio_row("omen, ratio to no index alone", ins_lat, base_lat),
+        insert_ratio_row("omen, ratio to no index while another client queries", ins_lat, base_busy_lat),
         insert_row("pgvector HNSW (while another client queries)", pv_ins, pv_insert_s),
-        f"| pgvector HNSW, ratio to no index alone | | | {pct(pv_ins, 50) / pct(base_lat, 50):.2f}× | "
-        f"{pct(pv_ins, 99) / pct(base_lat, 99):.2f}× |",
-        f"| pgvector HNSW, ratio to no index while another client queries | | | "
-        f"{pct(pv_ins, 50) / pct(base_busy_lat, 50):.2f}× | {pct(pv_ins, 99) / pct(base_busy_lat, 99):.2f}× |",
+        insert_ratio_row("pgvector HNSW, ratio to no index alone", pv_ins, base_lat),
+        insert_ratio_row("pgvector HNSW, ratio to no index while another client queries", pv_ins, base_busy_lat),
         "",
         f"- buffered entries at the last insert: {left:,}; the buffer was empty {drain_s:.1f} s later",
         f"- after: omen_check ok, {nodes:,} nodes for {rows_now:,} rows",
