@@ -147,6 +147,9 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
 /// can fall behind). The merge also yields between entries (`merge::yield_between_entries`).
 fn yield_to_backends() {
     let nice = MERGE_WORKER_NICE.get().clamp(0, 19);
+    // The autogroup's nice value is its own (a server at nice 10 still has its sessions'
+    // at 0), so it is raised whatever the process's is.
+    lower_autogroup(nice);
     // SAFETY: getpriority of this process (who = 0) only reads it.
     let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     if nice <= current {
@@ -158,7 +161,6 @@ fn yield_to_backends() {
     if rc != 0 {
         pgrx::log!("omen merge worker: could not set nice {nice}: {}", std::io::Error::last_os_error());
     }
-    lower_autogroup(nice);
 }
 
 /// Linux's autogroup scheduling (`kernel.sched_autogroup_enabled`, on by default in many
