@@ -1,4 +1,5 @@
-"""The insert buffer and its merges under crashes, DDL and a lack of workers (PostgreSQL 15).
+"""The insert buffer and its merges under crashes, DDL and a lack of workers (PostgreSQL 15),
+and its pages added several at a time (PostgreSQL 18).
 
 1. Crash during a merge: `items(id int primary key, v vector(64))`, an omen index built on
    2,000 random rows with a threshold no insert reaches, then 12,000 rows inserted, all
@@ -22,6 +23,13 @@
    pg_stat_activity), and it serves two databases: buffered inserts into an index in each
    (threshold 10) are merged by workers it starts, until nothing is buffered, and
    omen_check is ok in both.
+5. PostgreSQL 18, where a growing buffer adds up to 16 pages with one file extension and
+   puts the ones it does not need yet on its free list: 3,000 buffered 512-d rows (three to
+   a page). Every page the index gained is a buffer page or on the free list, at most 15 of
+   them; omen_check, a full scan and a nearest-neighbour sample find every row; after
+   `omen_flush`, 1,000 more rows are buffered on released pages without the index growing
+   (and at least 290 of 300 sampled rows are their own nearest neighbour: uniform random
+   512-d rows are all about equally far apart, the hardest case for a graph).
 """
 
 import threading
@@ -29,6 +37,7 @@ import time
 
 import numpy as np
 import psycopg
+import pytest
 
 from pgcluster import load, omen_check, phase, say, vec_text, wait_for
 
@@ -56,7 +65,8 @@ def check_index(conn, rows: dict[int, np.ndarray], rng, what: str, min_found: in
     ids = [
         r[0]
         for r in conn.execute(
-            f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {len(rows) + 10}", (vec_text(np.zeros(DIM)),)
+            f"SELECT id FROM items ORDER BY v <-> %s::vector LIMIT {len(rows) + 10}",
+            (vec_text(np.zeros(len(rows[0]))),),
         )
     ]
     assert len(ids) == len(set(ids)) == len(rows), (
@@ -277,3 +287,38 @@ def test_preloaded_launcher(servers):
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge launcher'"
         ).fetchone()[0]
         assert launchers == 1, f"{launchers} launchers run, expected one"
+
+
+@pytest.mark.pg18
+def test_buffer_adds_pages_several_at_a_time(pg18_server):
+    rng = np.random.default_rng(4244)
+    dim, buffered, more = 512, 3000, 1000
+    vectors = rng.random((INITIAL + buffered + more, dim), dtype=np.float32)
+    rows = {i: vectors[i] for i in range(INITIAL + buffered)}
+    db = pg18_server.create_db("omen_buffer_extension")
+    with db.connect() as conn:
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({dim})) WITH (autovacuum_enabled = off)")
+        load(conn, "items", 0, vectors[:INITIAL])
+        conn.execute(f"CREATE INDEX items_v ON items USING omen (v) WITH ({NO_MERGE})")
+        built = info(conn)["pages"]
+        load(conn, "items", INITIAL, vectors[INITIAL : INITIAL + buffered])
+        now = info(conn)
+        assert now["buffered_entries"] == buffered, f"expected {buffered} buffered entries: {now}"
+        spare = now["pages"] - built - now["buffer_pages"]
+        assert 0 <= spare <= 15, (
+            f"the index grew by {now['pages'] - built} pages for {now['buffer_pages']} buffer pages: "
+            f"{spare} more than the free list of one extension can hold"
+        )
+        say(f"{buffered} buffered rows on {now['buffer_pages']} pages, {spare} more on the free list")
+        check_index(conn, rows, rng, f"{buffered} buffered {dim}-d rows")
+        conn.execute("SELECT omen_flush('items_v')")
+        flushed = info(conn)
+        assert flushed["buffered_entries"] == 0, f"omen_flush left entries buffered: {flushed}"
+        load(conn, "items", INITIAL + buffered, vectors[INITIAL + buffered :])
+        rows.update({i: vectors[i] for i in range(INITIAL + buffered, len(vectors))})
+        after = info(conn)
+        assert after["buffered_entries"] == more and after["pages"] == flushed["pages"], (
+            f"{more} rows buffered after omen_flush grew the index from {flushed['pages']} to "
+            f"{after['pages']} pages (the released buffer pages should hold them): {after}"
+        )
+        check_index(conn, rows, rng, f"{more} more rows buffered on released pages", min_found=SAMPLE - 10)

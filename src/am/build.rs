@@ -377,7 +377,7 @@ fn write_graph(state: &mut BuildState) {
     // SAFETY: the index is open; relpersistence says whether it is WAL-logged at all.
     unsafe {
         if (*(*state.index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char {
-            let nblocks = crate::storage::page_store::block_count(state.index);
+            let nblocks = crate::storage::buffer::block_count(state.index);
             pg_sys::log_newpage_range(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
         }
     }

@@ -14,10 +14,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::merge::merge_all;
+use crate::storage::buffer::block_count;
 use crate::storage::insert_buffer::{self, EntryHeader, LINKING, PENDING};
 use crate::storage::layout::*;
 use crate::storage::merge_lock::{lock_merge, unlock_merge};
-use crate::storage::page_store::{PageStore, block_count, index_name, read_meta};
+use crate::storage::page_store::{PageStore, index_name, read_meta};
 use crate::types::fmgr::{Call, cstring_datum, pg_fn, vector_slice};
 
 /// Opens the index named by argument 0, checking that it is an omen index.

@@ -28,10 +28,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::merge::merge_all;
+use crate::storage::buffer::block_count;
 use crate::storage::insert_buffer::{self, DEAD, LINKING, PENDING};
 use crate::storage::layout::*;
 use crate::storage::merge_lock::{lock_merge, unlock_merge};
-use crate::storage::page_store::{PageStore, block_count, read_meta, record_free_slots, update_meta};
+use crate::storage::page_store::{PageStore, read_meta, record_free_slots, update_meta};
 
 /// Repair search list size l_d, and edges given to each in-neighbour (c in the paper).
 /// 64, the build's list size: each in-neighbour found computes its distance to every

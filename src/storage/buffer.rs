@@ -31,6 +31,12 @@ std::thread_local! {
     static RECENT: std::cell::RefCell<Vec<(u32, u32, pg_sys::Buffer)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Number of blocks in the index's main fork.
+pub fn block_count(index: pg_sys::Relation) -> u32 {
+    // SAFETY: `index` is open.
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) }
+}
+
 /// Pins `block` of `index`'s main fork: through this backend's hint of the buffer that
 /// held it last ([`RECENT`]), else by `ReadBufferExtended`, which raises an ERROR for a
 /// block past the end.
@@ -138,6 +144,44 @@ impl FreshPage {
     pub fn new(index: pg_sys::Relation) -> FreshPage {
         FreshPage { buf: new_block(index) }
     }
+
+    /// Appends up to `count` new pages to `index` at once: one file extension under one
+    /// hold of the relation extension lock, where single pages would take `count` of each
+    /// (on PostgreSQL 15, which has no bulk extension, one page). At least one.
+    #[cfg(not(feature = "pg15"))]
+    pub fn several(index: pg_sys::Relation, count: usize) -> Vec<FreshPage> {
+        let mut bufs = vec![pg_sys::InvalidBuffer as pg_sys::Buffer; count.max(1)];
+        let mut added = 0u32;
+        let bmr = pg_sys::BufferManagerRelation { rel: index, smgr: std::ptr::null_mut(), relpersistence: 0 };
+        // SAFETY: `index` is open and `bufs` has room for `count` buffers; the new pages come
+        // back pinned and zeroed. Nothing links them, so nobody writes them before we lock them;
+        // a reader that looks at one meanwhile (a walk over all blocks) sees an empty page.
+        unsafe {
+            pg_sys::ExtendBufferedRelBy(
+                bmr,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                std::ptr::null_mut(),
+                0,
+                bufs.len() as u32,
+                bufs.as_mut_ptr(),
+                &mut added,
+            );
+        }
+        bufs.truncate(added as usize);
+        bufs.into_iter()
+            .map(|buf| {
+                // SAFETY: pinned above; see above for why no one else writes it.
+                unsafe { pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32) };
+                FreshPage { buf }
+            })
+            .collect()
+    }
+
+    /// See the other configuration's `several`.
+    #[cfg(feature = "pg15")]
+    pub fn several(index: pg_sys::Relation, _count: usize) -> Vec<FreshPage> {
+        vec![FreshPage::new(index)]
+    }
 }
 
 impl Drop for FreshPage {
@@ -174,7 +218,14 @@ impl WriteGuard {
     /// Appends a new, exclusively locked page to `index` (under the relation extension
     /// lock) and starts a GenericXLog record that logs it as a full image.
     pub fn extend(index: pg_sys::Relation) -> WriteGuard {
-        let buf = new_block(index);
+        Self::fresh(index, FreshPage::new(index))
+    }
+
+    /// Starts a GenericXLog record for `fresh`, a page just added to `index`, that logs it
+    /// as a full image.
+    pub fn fresh(index: pg_sys::Relation, fresh: FreshPage) -> WriteGuard {
+        let buf = fresh.buf;
+        std::mem::forget(fresh); // the guard releases it now
         Self::register(index, buf, true)
     }
 

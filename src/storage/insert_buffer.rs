@@ -32,7 +32,7 @@
 //! # Locks
 //!
 //! One buffer page at a time, except: the metapage, then one buffer page (new segment page,
-//! sealing, releasing), and a node page, then the buffer page whose entry it merges. Nobody
+//! sealing, releasing) or up to three pages just added to the index (to the free list), and a node page, then the buffer page whose entry it merges. Nobody
 //! waits for the metapage or a node page while holding a buffer page, so there is no cycle.
 
 use pgrx::pg_sys;
@@ -219,7 +219,11 @@ pub fn append(
         // relation extension lock (a merge worker adding node pages may hold it), and every
         // scan reads the metapage.
         if fresh.is_none() && seen.free_buffer_tail == NO_BLOCK {
-            fresh = Some(FreshPage::new(index));
+            // A growing buffer takes several pages at a time (one file extension); the
+            // others go on the free list, where the next appends find them.
+            let mut pages = FreshPage::several(index, extension_pages(seen.buffer_pages));
+            fresh = pages.pop();
+            free_fresh_pages(index, pages);
         }
         let mut guard = WriteGuard::new(index, META_BLOCK);
         // SAFETY: exclusively locked working copy of the metapage.
@@ -257,16 +261,33 @@ pub fn append(
     }
 }
 
+/// Pages the append segment adds at a time when no free page is left: one while the
+/// segment is small (a table with a few inserts keeps a small index), up to 16 as it grows,
+/// where each file extension costs an insert as much as its WAL does.
+fn extension_pages(segment_pages: u32) -> usize {
+    (segment_pages as usize / 4).clamp(1, 16)
+}
+
 /// Puts `fresh`, a page `append` added but did not need, on the buffer free list (as a
 /// buffer page of segment 0, which no segment ever is), so that no page is lost.
 fn free_fresh_page(index: pg_sys::Relation, fresh: FreshPage) {
-    let mut guard = WriteGuard::new(index, META_BLOCK);
-    let (block, page) = guard.also_fresh(fresh);
-    // SAFETY: exclusively locked working copy of the metapage.
-    let meta = unsafe { meta_mut(guard.page()) };
-    init_buffer_page(page, 0, meta.free_buffer_tail);
-    meta.free_buffer_tail = block;
-    guard.commit();
+    free_fresh_pages(index, vec![fresh]);
+}
+
+/// Puts `pages`, new pages, on the buffer free list like [`free_fresh_page`], three to a WAL
+/// record (with the metapage, GenericXLog's limit of four pages).
+fn free_fresh_pages(index: pg_sys::Relation, mut pages: Vec<FreshPage>) {
+    while !pages.is_empty() {
+        let mut guard = WriteGuard::new(index, META_BLOCK);
+        // SAFETY: exclusively locked working copy of the metapage.
+        let meta = unsafe { meta_mut(guard.page()) };
+        for fresh in pages.drain(pages.len().saturating_sub(3)..) {
+            let (block, page) = guard.also_fresh(fresh);
+            init_buffer_page(page, 0, meta.free_buffer_tail);
+            meta.free_buffer_tail = block;
+        }
+        guard.commit();
+    }
 }
 
 /// Walks segment `segment` from `tail` back to its first page, calling `f(block, page)` on

@@ -6,6 +6,7 @@
 //!   a pin and a share lock; a write guard holds an exclusive lock and a GenericXLog state
 //!   and WAL-logs its page on `commit`, or aborts on drop.
 //! - [`page_store`]: the PostgreSQL implementation of `omen_core::graph::GraphStore`.
+//! - [`spare_pages`]: node pages a backend added ahead of need, several with one extension.
 //! - [`insert_buffer`]: pages where inserts append entries for a background merge; its
 //!   module overview has the segment scheme and its own lock rules.
 //! - [`buffer_codes`]: a backend's copy of the buffered entries' codes, for scans.
@@ -13,7 +14,8 @@
 //! # Lock protocol
 //!
 //! A backend holds at most one buffer content lock of this index at a time, except while
-//! extending the relation (the relation extension lock, then the new page), when the
+//! extending the relation (the relation extension lock, then the new pages, up to 16 added
+//! at once, which nothing links until a WAL record initializes them), when the
 //! metapage is updated after a node page, and in the insert buffer's documented pairs
 //! (metapage, then a buffer page; node page, then a buffer page). Nobody waits for the
 //! metapage or a node page while holding a buffer page, nor for a node page while holding
@@ -31,3 +33,4 @@ pub mod insert_buffer;
 pub mod layout;
 pub mod merge_lock;
 pub mod page_store;
+pub mod spare_pages;

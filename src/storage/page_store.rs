@@ -7,8 +7,9 @@ use omen_core::graph::{GraphStore, NodeId};
 use omen_core::quant::{PreparedQuery, Quantizer};
 use pgrx::pg_sys;
 
-use super::buffer::{ReadGuard, WriteGuard, init_page, item, item_count, page_kind};
+use super::buffer::{ReadGuard, WriteGuard, block_count, init_page, item, item_count, page_kind};
 use super::layout::*;
+use super::spare_pages;
 
 /// Reads the metapage.
 pub fn read_meta(index: pg_sys::Relation) -> Meta {
@@ -151,12 +152,6 @@ pub fn update_meta(index: pg_sys::Relation, edit: impl FnOnce(&mut Meta)) {
 pub fn index_name(index: pg_sys::Relation) -> String {
     // SAFETY: an open relation has a valid rd_rel with a NUL-terminated name.
     unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned()
-}
-
-/// Number of blocks in the index's main fork.
-pub fn block_count(index: pg_sys::Relation) -> u32 {
-    // SAFETY: `index` is open.
-    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) }
 }
 
 /// Number of node records on `page` (none on other pages).
@@ -739,9 +734,7 @@ impl PageStore {
                 return guard;
             }
         }
-        let guard = WriteGuard::extend(self.index);
-        init_page(guard.page(), PageKind::Node);
-        guard
+        spare_pages::lock_spare_or_new(self.index, |page| self.has_room(page, PageKind::Node))
     }
 
     /// Whether `page` is a `kind` page with room for one more record.
