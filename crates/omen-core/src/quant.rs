@@ -443,23 +443,17 @@ impl Quantizer {
     /// Not for exact codes.
     #[inline]
     pub fn estimate_from_sum(&self, prepared: &PreparedQuery, factors: &[u8], sum: f32) -> f32 {
-        let float = |at: usize| f32::from_le_bytes(factors[at..at + 4].try_into().expect("4 bytes"));
-        let (norm_sq, dot) = if self.bits == 1 {
-            (float(0), float(4) * (2.0 * sum - prepared.total))
-        } else {
-            (float(0), float(4) * prepared.total + float(8) * sum)
-        };
-        match self.metric {
-            Metric::L2 | Metric::L1 => norm_sq + prepared.base - 2.0 * dot,
-            Metric::InnerProduct => -(prepared.base + dot),
-            Metric::Cosine => 1.0 - (prepared.base + dot),
-        }
+        let (norm_sq, t, s) = self.sum_terms(factors);
+        let [k0, k1, k2, total] = self.metric_terms(prepared);
+        k0 + k1 * norm_sq + k2 * (t * total + s * sum)
     }
 
-    /// [`Quantizer::estimate_from_sum`] as one expression for every code, so that a block
-    /// of codes is estimated in one vectorizable loop: with `[k0, k1, k2, total]` returned
-    /// here and `(norm_sq, t, s)` = [`Quantizer::sum_terms`] of a code's factors, its
-    /// estimate is `k0 + k1 · norm_sq + k2 · (t · total + s · sum)`.
+    /// The query's part of an estimate, the same for every code, so that a block of codes
+    /// is estimated in one vectorizable loop: with `[k0, k1, k2, total]` returned here and
+    /// `(norm_sq, t, s)` = [`Quantizer::sum_terms`] of a code's factors, its estimate is
+    /// `k0 + k1 · norm_sq + k2 · dot`, where `dot = t · total + s · sum` estimates the
+    /// inner product of the code's residual with the query's.
+    #[inline]
     pub fn metric_terms(&self, prepared: &PreparedQuery) -> [f32; 4] {
         let [k0, k1, k2] = match self.metric {
             Metric::L2 | Metric::L1 => [prepared.base, 1.0, -2.0],
@@ -472,6 +466,7 @@ impl Quantizer {
     /// A code's factors (the bytes after its planes) as `(norm_sq, t, s)`: its squared
     /// norm, and the coefficients of the query's total and of the masked sum in its dot
     /// estimate (see [`Quantizer::metric_terms`]).
+    #[inline]
     pub fn sum_terms(&self, factors: &[u8]) -> (f32, f32, f32) {
         let float = |at: usize| f32::from_le_bytes(factors[at..at + 4].try_into().expect("4 bytes"));
         if self.bits == 1 { (float(0), -float(4), 2.0 * float(4)) } else { (float(0), float(4), float(8)) }
