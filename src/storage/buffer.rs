@@ -184,6 +184,15 @@ impl FreshPage {
     }
 }
 
+impl FreshPage {
+    /// The page's buffer, for a WAL record that takes over its pin and lock.
+    fn into_buffer(self) -> pg_sys::Buffer {
+        let buf = self.buf;
+        std::mem::forget(self); // the record's guard releases it now
+        buf
+    }
+}
+
 impl Drop for FreshPage {
     fn drop(&mut self) {
         // On an error, PostgreSQL's abort releases the lock and the pin.
@@ -224,9 +233,7 @@ impl WriteGuard {
     /// Starts a GenericXLog record for `fresh`, a page just added to `index`, that logs it
     /// as a full image.
     pub fn fresh(index: pg_sys::Relation, fresh: FreshPage) -> WriteGuard {
-        let buf = fresh.buf;
-        std::mem::forget(fresh); // the guard releases it now
-        Self::register(index, buf, true)
+        Self::register(index, fresh.into_buffer(), true)
     }
 
     fn register(index: pg_sys::Relation, buf: pg_sys::Buffer, full_image: bool) -> WriteGuard {
@@ -252,8 +259,7 @@ impl WriteGuard {
     /// Adds `fresh` to this record (logged as a full image); returns its block number and
     /// working copy.
     pub fn also_fresh(&mut self, fresh: FreshPage) -> (u32, *mut u8) {
-        let buf = fresh.buf;
-        std::mem::forget(fresh); // the guard releases it now
+        let buf = fresh.into_buffer();
         self.extra.push(buf);
         // SAFETY: the buffer is pinned.
         let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };

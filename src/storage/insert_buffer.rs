@@ -32,8 +32,9 @@
 //! # Locks
 //!
 //! One buffer page at a time, except: the metapage, then one buffer page (new segment page,
-//! sealing, releasing) or up to three pages just added to the index (to the free list), and a node page, then the buffer page whose entry it merges. Nobody
-//! waits for the metapage or a node page while holding a buffer page, so there is no cycle.
+//! sealing, releasing) or up to three pages just added to the index (to the free list), and
+//! a node page, then the buffer page whose entry it merges. Nobody waits for the metapage
+//! or a node page while holding a buffer page, so there is no cycle.
 
 use pgrx::pg_sys;
 
@@ -204,7 +205,7 @@ pub fn append(
             if open && add_entry(page, &rec) {
                 guard.commit();
                 if let Some(unused) = fresh {
-                    free_fresh_page(index, unused);
+                    free_fresh_pages(index, vec![unused]);
                 }
                 let pages = (seen.buffer_pages + seen.merge_pages) as usize;
                 return Appended {
@@ -268,14 +269,9 @@ fn extension_pages(segment_pages: u32) -> usize {
     (segment_pages as usize / 4).clamp(1, 16)
 }
 
-/// Puts `fresh`, a page `append` added but did not need, on the buffer free list (as a
-/// buffer page of segment 0, which no segment ever is), so that no page is lost.
-fn free_fresh_page(index: pg_sys::Relation, fresh: FreshPage) {
-    free_fresh_pages(index, vec![fresh]);
-}
-
-/// Puts `pages`, new pages, on the buffer free list like [`free_fresh_page`], three to a WAL
-/// record (with the metapage, GenericXLog's limit of four pages).
+/// Puts `pages`, pages `append` added but does not need yet, on the buffer free list (as
+/// buffer pages of segment 0, which no segment ever is), so that no page is lost; three to
+/// a WAL record (with the metapage, GenericXLog's limit of four pages).
 fn free_fresh_pages(index: pg_sys::Relation, mut pages: Vec<FreshPage>) {
     while !pages.is_empty() {
         let mut guard = WriteGuard::new(index, META_BLOCK);

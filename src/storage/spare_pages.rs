@@ -64,13 +64,11 @@ pub fn lock_spare_or_new(index: pg_sys::Relation, has_room: impl Fn(*const u8) -
     // Empty node pages, four to a WAL record (GenericXLog's limit), logged as full images
     // (a few dozen bytes each: the empty middle of a standard page is left out).
     while !pages.is_empty() {
-        let mut rest = pages.split_off(pages.len().min(4));
-        std::mem::swap(&mut rest, &mut pages);
-        let mut iter = rest.into_iter();
-        let mut guard = WriteGuard::fresh(index, iter.next().expect("a page"));
+        let mut group: Vec<FreshPage> = pages.drain(pages.len().saturating_sub(4)..).collect();
+        let mut guard = WriteGuard::fresh(index, group.remove(0));
         init_page(guard.page(), PageKind::Node);
         spares.push(guard.block());
-        for page in iter {
+        for page in group {
             let (block, image) = guard.also_fresh(page);
             init_page(image, PageKind::Node);
             spares.push(block);
@@ -78,7 +76,7 @@ pub fn lock_spare_or_new(index: pg_sys::Relation, has_room: impl Fn(*const u8) -
         guard.commit();
     }
     SPARES.with_borrow_mut(|s| {
-        spares.reverse(); // the lowest block first
+        spares.sort_unstable_by(|a, b| b.cmp(a)); // the lowest block last: tried first
         s.blocks = spares;
         s.run = (run * 2).min(MAX_RUN);
     });
