@@ -4,7 +4,7 @@
 #   scripts/test.sh         everything: lint, unit tests, pgrx tests, pg_regress, then the
 #                           integration tests in one pytest run (PostgreSQL 15 and 18)
 #   scripts/test.sh quick   lint, omen-core's unit tests, pg_regress on PostgreSQL 15
-#   scripts/test.sh lint    rustfmt, clippy, ruff check, ruff format
+#   scripts/test.sh lint    rustfmt, clippy, ruff check, ruff format, the dev profile
 # Extra arguments after the mode go to pytest (scripts/test.sh all -k churn).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -17,6 +17,7 @@ lint() {
     step "clippy (all targets, warnings are errors)" cargo clippy --workspace --all-targets -- -D warnings
     step "ruff check (tests, scripts, bench)" "$PEERS_VENV/bin/ruff" check
     step "ruff format --check" "$PEERS_VENV/bin/ruff" format --check
+    step "dev profile optimizes the hot crates" "$PEERS_VENV/bin/python" scripts/check_profile.py
 }
 
 regress15() {
