@@ -16,9 +16,13 @@ background worker while pages are compared):
 - an index built on an empty table on a column without typmod, whose first insert fixes the
   dimensions in the metapage (`items3`); its rows stay buffered, so the standby's scans
   read the buffer;
-- deletes and VACUUM, which mark nodes deleted.
+- deletes and VACUUM, which mark nodes deleted;
+- an index built past `maintenance_work_mem` (`items4`, 1 MB): the rows past it are
+  inserted one by one without WAL records and every page is logged at the end, so the
+  build writes at most 1.2 times the index's size in WAL (one full image a page; the
+  records of one insert at a time wrote 1.7 times as much on 6,000 rows).
 Once the standby has replayed up to the primary's pg_current_wal_lsn(), for each of the
-three indexes: omen_index_info is identical on both servers, omen_check is ok on the standby
+four indexes: omen_index_info is identical on both servers, omen_check is ok on the standby
 (structure sound, every table row reachable), and 50 random queries (ORDER BY v <-> q
 LIMIT 10, enable_seqscan = off, the omen index in the plan) return exactly the same ids in
 the same order on the standby as on the primary. The queries run on the standby during
@@ -188,11 +192,26 @@ def test_standby_replays_omen_wal(servers):
             f"and {i['buffered_entries']} buffered entries"
         )
         insert_rows(conn, "items", 20_000, rng.random((200, DIM), dtype=np.float32))
+        conn.execute(f"CREATE TABLE items4 (id int PRIMARY KEY, v vector({DIM}))")
+        load(conn, "items4", 0, rng.random((8000, DIM), dtype=np.float32))
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("SET maintenance_work_mem = '1MB'")
+        before_build = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        conn.execute(f"CREATE INDEX items4_v ON items4 USING omen (v vector_l2_ops) WITH ({NO_MERGE})")
+        wal, size = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s), pg_relation_size('items4_v')", (before_build,)
+        ).fetchone()
+        conn.execute("RESET maintenance_work_mem")
+        assert any("inserted one by one" in n for n in notices), f"items4_v fit in 1 MB: {notices}"
+        assert wal <= 1.2 * size, f"building items4_v past maintenance_work_mem wrote {wal} bytes of WAL, index {size}"
+        insert_rows(conn, "items4", 10_000, rng.random((200, DIM), dtype=np.float32))
         target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
     say(
         f"primary after the backup: 1700 buffered inserts, DELETE + VACUUM (merged; {deleted} nodes no "
         f"longer live) on items_v; items2_v built on 3000 rows + 700 buffered inserts, omen_flush, 100 in "
-        f"place; items3_v built empty + 800 buffered inserts; WAL at {target}"
+        f"place; items3_v built empty + 800 buffered inserts; items4_v built past maintenance_work_mem "
+        f"({int(wal):,} bytes of WAL for {size:,} of index), 200 buffered inserts; WAL at {target}"
     )
 
     with standby.connect() as conn:
@@ -220,7 +239,7 @@ def test_standby_replays_omen_wal(servers):
 
     queries = rng.random((QUERIES, DIM), dtype=np.float32)
     with primary.connect() as p, standby.connect() as s:
-        for table in ("items", "items2", "items3"):
+        for table in ("items", "items2", "items3", "items4"):
             index = f"{table}_v"
             verify(f"{index} omen_index_info", same_info, p, s, index)
             verify(f"{index} pages", same_pages, p, s, index)

@@ -4,7 +4,8 @@
 //!
 //! Memory: vectors and graph are held while they fit in `maintenance_work_mem`. Past it
 //! the nodes loaded so far are built and written, and the remaining rows are inserted one
-//! by one through the insert path (slower, bounded memory), with a NOTICE saying so.
+//! by one through the insert path (slower, bounded memory), with a NOTICE saying so. Those
+//! inserts write no WAL records (`buffer::UnloggedBuild`); every page is logged at the end.
 
 use omen_core::distance::{Metric, norm};
 use omen_core::graph::{self, BeamSearch, GraphParams, NodeId};
@@ -12,7 +13,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::options::{graph_params, metric_of};
-use crate::storage::buffer::pin_and_lock;
+use crate::storage::buffer::{UnloggedBuild, pin_and_lock};
 use crate::storage::layout::*;
 use crate::storage::page_store::{
     PagePacker, PageStore, centroid_pages, fill_node_record, fill_vector_record, index_name, read_meta, write_meta_page,
@@ -61,8 +62,9 @@ struct BuildState {
     tids: Vec<pg_sys::ItemPointerData>,
     vectors: Vec<f32>,
     budget_bytes: usize,
-    /// Set once the in-memory part has been written; later rows are inserted in place.
-    overflow: Option<PageStore>,
+    /// Set once the in-memory part has been written; later rows are inserted in place,
+    /// without WAL records (logged at the end, with the rest).
+    overflow: Option<(PageStore, UnloggedBuild)>,
     search: BeamSearch,
     entry: NodeId,
     indexed: f64,
@@ -108,7 +110,7 @@ unsafe extern "C-unwind" fn build_callback(
         return; // a zero vector has no cosine distance to anything; not indexed
     }
     state.indexed += 1.0;
-    if let Some(store) = &mut state.overflow {
+    if let Some((store, _)) = &mut state.overflow {
         let id = store.append(&tid, v);
         graph::insert(store, id, v, state.entry, &state.params, &mut state.search);
     } else {
@@ -121,10 +123,10 @@ unsafe extern "C-unwind" fn build_callback(
                 state.budget_bytes / 1024,
                 state.tids.len()
             );
-            write_graph(state);
+            write_graph(state, false);
             let meta = read_meta(state.index);
             state.entry = meta.entry;
-            state.overflow = Some(PageStore::new(state.index, &meta));
+            state.overflow = Some((PageStore::new(state.index, &meta), UnloggedBuild::start(state.index)));
         }
     }
     report(PROGRESS_CREATEIDX_TUPLES_DONE, state.indexed as i64);
@@ -243,8 +245,9 @@ fn build_in_threads(
 const EDGE_CODE_CHUNK: usize = 4096;
 
 /// Builds the graph over the collected vectors and writes metapage and node pages, then
-/// WAL-logs them; the collected data is released.
-fn write_graph(state: &mut BuildState) {
+/// WAL-logs them if `log` (else the caller does, with what it writes next); the collected
+/// data is released.
+fn write_graph(state: &mut BuildState, log: bool) {
     let dims = state.dims.unwrap_or_else(|| typmod_dims(state.index).unwrap_or(0));
     if dims > 0 {
         Layout::check(dims, &state.params);
@@ -374,11 +377,18 @@ fn write_graph(state: &mut BuildState) {
     }
     state.tids = Vec::new();
     state.vectors = Vec::new();
+    if log {
+        log_all_pages(state.index);
+    }
+}
+
+/// WAL-logs every page of a permanent index as a full image.
+fn log_all_pages(index: pg_sys::Relation) {
     // SAFETY: the index is open; relpersistence says whether it is WAL-logged at all.
     unsafe {
-        if (*(*state.index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char {
-            let nblocks = crate::storage::buffer::block_count(state.index);
-            pg_sys::log_newpage_range(state.index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
+        if (*(*index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char {
+            let nblocks = crate::storage::buffer::block_count(index);
+            pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
         }
     }
 }
@@ -425,14 +435,16 @@ pub unsafe extern "C-unwind" fn ambuild(
             std::ptr::null_mut(),
         )
     };
-    match state.overflow.as_mut() {
-        None => write_graph(&mut state),
+    match state.overflow.take() {
+        None => write_graph(&mut state, true),
         // Rows inserted one by one may have lost their only in-edge to a later prune;
-        // link any such node back, as VACUUM does.
-        Some(store) => {
+        // link any such node back, as VACUUM does. Then every page is logged.
+        Some((mut store, unlogged)) => {
             let params = read_meta(index).params();
             let mut search = BeamSearch::new();
-            super::reachability::reconnect_unreachable(store, state.entry, &params, &mut search);
+            super::reachability::reconnect_unreachable(&mut store, state.entry, &params, &mut search);
+            drop(unlogged);
+            log_all_pages(index);
         }
     }
     // SAFETY: palloc0 of the result struct PostgreSQL expects.

@@ -203,17 +203,58 @@ impl Drop for FreshPage {
     }
 }
 
+std::thread_local! {
+    /// The file number of the index this backend is building past `maintenance_work_mem`
+    /// ([`UnloggedBuild`]): its page changes are not WAL-logged one by one.
+    static UNLOGGED_BUILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// While alive, [`WriteGuard`]s on `index` change its pages without WAL records: for the
+/// rows a CREATE INDEX inserts one by one past `maintenance_work_mem`, whose pages it then
+/// logs at once with `log_newpage_range`, as it does for the pages it writes directly. Safe
+/// because nobody else reads or writes a relation being built (a crash before the build
+/// commits leaves its file to be dropped; after CREATE INDEX CONCURRENTLY it is left
+/// invalid), and a standby gets every page from the final full images. On a build of
+/// 200,000 rows of 384 dimensions at `maintenance_work_mem` = 64 MB, per-change records
+/// wrote 5.9 GB of WAL.
+pub struct UnloggedBuild;
+
+impl UnloggedBuild {
+    pub fn start(index: pg_sys::Relation) -> UnloggedBuild {
+        UNLOGGED_BUILD.set(Some(relation_file(index).1));
+        UnloggedBuild
+    }
+}
+
+impl Drop for UnloggedBuild {
+    fn drop(&mut self) {
+        UNLOGGED_BUILD.set(None);
+    }
+}
+
+/// Whether changes to `index` skip WAL ([`UnloggedBuild`]).
+fn unlogged_build(index: pg_sys::Relation) -> bool {
+    UNLOGGED_BUILD.get().is_some_and(|file| file == relation_file(index).1)
+}
+
 /// An exclusively locked page registered with GenericXLog: edit `page()`, then `commit()`
 /// to WAL-log the change; dropping without commit discards it (GenericXLogAbort).
 ///
 /// Up to three more pages can join the same record ([`WriteGuard::also`],
 /// [`WriteGuard::also_extend`]), so that changes to several pages are logged and replayed
 /// atomically; callers take those locks in the order the lock protocol allows.
+///
+/// During an [`UnloggedBuild`] of the index there is no record: the guard keeps working
+/// copies of its pages itself, writes them back on commit and discards them otherwise, as
+/// GenericXLog would, without the WAL.
 pub struct WriteGuard {
     buf: pg_sys::Buffer,
+    /// Null during an unlogged build.
     state: *mut pg_sys::GenericXLogState,
     page: *mut u8,
     extra: Vec<pg_sys::Buffer>,
+    /// During an unlogged build: the working copies of `buf`, then of `extra`, in order.
+    copies: Vec<Box<[u64]>>,
     done: bool,
 }
 
@@ -237,17 +278,38 @@ impl WriteGuard {
     }
 
     fn register(index: pg_sys::Relation, buf: pg_sys::Buffer, full_image: bool) -> WriteGuard {
-        // SAFETY: GenericXLogStart allocates a record for this open index.
-        let state = unsafe { pg_sys::GenericXLogStart(index) };
-        let page = register_buffer(state, buf, full_image);
-        WriteGuard { buf, state, page, extra: Vec::new(), done: false }
+        let state = if unlogged_build(index) {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: GenericXLogStart allocates a record for this open index.
+            unsafe { pg_sys::GenericXLogStart(index) }
+        };
+        let mut guard =
+            WriteGuard { buf, state, page: std::ptr::null_mut(), extra: Vec::new(), copies: Vec::new(), done: false };
+        guard.page = guard.working_copy(buf, full_image);
+        guard
+    }
+
+    /// Registers `buf` (pinned, exclusively locked) with this record; returns its working
+    /// copy, written back (and logged) on commit.
+    fn working_copy(&mut self, buf: pg_sys::Buffer, full_image: bool) -> *mut u8 {
+        if self.state.is_null() {
+            // SAFETY: `buf` is pinned and exclusively locked; its page is PAGE_SIZE bytes.
+            let page = unsafe { std::slice::from_raw_parts(pg_sys::BufferGetPage(buf) as *const u64, PAGE_SIZE / 8) };
+            self.copies.push(page.into());
+            return self.copies.last_mut().expect("just pushed").as_mut_ptr().cast();
+        }
+        let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        // SAFETY: `state` is an open record with room for this page (callers register at most
+        // MAX_GENERIC_XLOG_PAGES = 4), `buf` is pinned and exclusively locked.
+        unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf, flags) as *mut u8 }
     }
 
     /// Adds `block` (exclusively locked now) to this record; returns its working copy.
     pub fn also(&mut self, index: pg_sys::Relation, block: u32) -> *mut u8 {
         let buf = pin_and_lock(index, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::BUFFER_LOCK_EXCLUSIVE);
         self.extra.push(buf);
-        register_buffer(self.state, buf, false)
+        self.working_copy(buf, false)
     }
 
     /// Adds a new page of `index` to this record (logged as a full image); returns its block
@@ -263,7 +325,7 @@ impl WriteGuard {
         self.extra.push(buf);
         // SAFETY: the buffer is pinned.
         let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };
-        (block, register_buffer(self.state, buf, true))
+        (block, self.working_copy(buf, true))
     }
 
     /// The block number of the page.
@@ -280,13 +342,23 @@ impl WriteGuard {
     /// WAL-logs the change and releases the pages.
     pub fn commit(mut self) {
         self.done = true;
-        // SAFETY: state and buffers come from `register`/`also` and are still held.
-        unsafe {
-            pg_sys::GenericXLogFinish(self.state);
-            pg_sys::UnlockReleaseBuffer(self.buf);
-            for &b in &self.extra {
-                pg_sys::UnlockReleaseBuffer(b);
+        let buffers = std::iter::once(self.buf).chain(self.extra.iter().copied());
+        if self.state.is_null() {
+            for (b, copy) in buffers.clone().zip(&self.copies) {
+                // SAFETY: `b` is pinned and exclusively locked since `working_copy`; the copy
+                // is a whole page.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(copy.as_ptr(), pg_sys::BufferGetPage(b).cast::<u64>(), PAGE_SIZE / 8);
+                    pg_sys::MarkBufferDirty(b);
+                }
             }
+        } else {
+            // SAFETY: the record holds every buffer registered since `register`.
+            unsafe { pg_sys::GenericXLogFinish(self.state) };
+        }
+        for b in buffers {
+            // SAFETY: pinned and locked by `register`/`also`, released once here.
+            unsafe { pg_sys::UnlockReleaseBuffer(b) };
         }
     }
 }
@@ -294,9 +366,12 @@ impl WriteGuard {
 impl Drop for WriteGuard {
     fn drop(&mut self) {
         if !self.done && !std::thread::panicking() {
-            // SAFETY: nothing was committed; GenericXLogAbort discards the working copies.
+            // SAFETY: nothing was committed; GenericXLogAbort discards the working copies
+            // (an unlogged build's own copies are dropped with the guard).
             unsafe {
-                pg_sys::GenericXLogAbort(self.state);
+                if !self.state.is_null() {
+                    pg_sys::GenericXLogAbort(self.state);
+                }
                 pg_sys::UnlockReleaseBuffer(self.buf);
                 for &b in &self.extra {
                     pg_sys::UnlockReleaseBuffer(b);
@@ -304,15 +379,6 @@ impl Drop for WriteGuard {
             }
         }
     }
-}
-
-/// Registers `buf` (pinned, exclusively locked) with `state`; returns its working copy,
-/// written back (and logged) by GenericXLogFinish.
-fn register_buffer(state: *mut pg_sys::GenericXLogState, buf: pg_sys::Buffer, full_image: bool) -> *mut u8 {
-    let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
-    // SAFETY: `state` is an open record with room for this page (callers register at most
-    // MAX_GENERIC_XLOG_PAGES = 4), `buf` is pinned and exclusively locked.
-    unsafe { pg_sys::GenericXLogRegisterBuffer(state, buf, flags) as *mut u8 }
 }
 
 /// Appends a new block to `index` and returns it pinned and exclusively locked.
