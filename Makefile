@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?=
 
-.PHONY: deps install install-pg18 test test-quick lint demo bench bench-churn bench-inserts bench-ingest bench-stream bench-profile bench-kernels clean
+.PHONY: deps install install-pg18 test test-quick lint demo bench bench-churn bench-inserts bench-ingest bench-stream bench-build bench-profile bench-kernels clean
 
 deps:
 	scripts/deps.sh
@@ -41,6 +41,10 @@ bench-inserts: deps
 # Merge throughput and queries while rows stream in (bench/ingest.py).
 bench-ingest: deps
 	bench/run.sh $(DATA) --ingest $(ARGS)
+
+# CREATE INDEX time and WAL under PostgreSQL's maintenance_work_mem (bench/build.py).
+bench-build: deps
+	bench/run.sh $(DATA) --build $(ARGS)
 
 # A million single-row INSERTs and a bulk load, latency per 10,000 rows (bench/stream.py).
 bench-stream: deps

@@ -6,7 +6,9 @@
 # with --inserts, bench/inserts.py (INSERT latency and throughput, every engine), or with
 # --profile, bench/profile.py (a perf profile of omen's query loop), or with --ingest,
 # bench/ingest.py (merge throughput, queries while rows stream in), or with --stream,
-# bench/stream.py (a million single-row INSERTs and a bulk load, latency per 10,000 rows).
+# bench/stream.py (a million single-row INSERTs and a bulk load, latency per 10,000 rows), or
+# with --build, bench/build.py (CREATE INDEX time and WAL, by default under PostgreSQL's
+# maintenance_work_mem and parallel workers).
 # OMEN_BENCH_GUCS="shared_buffers=128MB maintenance_work_mem=64MB ..." overrides the server
 # settings below (later settings win), e.g. to measure under PostgreSQL's defaults.
 set -euo pipefail
@@ -23,7 +25,7 @@ trap 'scripts/pgserver.sh stop "$PG18/bin" "$DIR" "$PORT"' EXIT
 export PGHOST=/tmp PGPORT=$PORT PGUSER=postgres PGBENCH="$PG18/bin/pgbench"
 # The mode flag after the data folder picks the script; the rest are its options.
 case "${1:-}" in
---churn | --stream | --ingest | --profile | --inserts) script="bench/${1#--}.py"; shift ;;
+--churn | --stream | --ingest | --profile | --inserts | --build) script="bench/${1#--}.py"; shift ;;
 *) script=bench/run.py ;;
 esac
 "$PY" "$script" "$DATA" "$@"

@@ -4,7 +4,8 @@
 //!   standard pages, addressed by a `NodeId` = block << 8 | (offset - 1).
 //! - [`buffer`]: RAII guards around ReadBuffer/LockBuffer and GenericXLog. A read guard holds
 //!   a pin and a share lock; a write guard holds an exclusive lock and a GenericXLog state
-//!   and WAL-logs its page on `commit`, or aborts on drop.
+//!   and WAL-logs its page on `commit`, or aborts on drop (during a CREATE INDEX past
+//!   `maintenance_work_mem`, `UnloggedBuild`: no record, the build logs every page at its end).
 //! - [`page_store`]: the PostgreSQL implementation of `omen_core::graph::GraphStore`.
 //! - [`spare_pages`]: node pages a backend added ahead of need, several with one extension.
 //! - [`insert_buffer`]: pages where inserts append entries for a background merge; its
