@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from common import RESULTS, fresh_db, metric_of, phase, say, vecs
+from common import fresh_db, metric_of, phase, say, vecs, write_results
 
 ENGINES = {
     "pgvector": ("vector", "hnsw", "WITH (m = 16, ef_construction = 64)"),
@@ -77,11 +77,7 @@ def main() -> None:
         "",
         f"- build time omen/pgvector: {o[0] / p[0]:.2f}×; index size {o[1] / p[1]:.2f}×; WAL {o[2] / p[2]:.2f}×",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{folder.name}-build-{args.mwm}.md"
-    out.write_text("\n".join(md) + "\n")
-    say("\n".join(md))
-    say(f"wrote {out}")
+    write_results(f"{folder.name}-build-{args.mwm}.md", md)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,15 @@ def data_from_args():
     return folder, base, queries, truth, [vecs.vector_text(q) for q in queries]
 
 
+def write_results(filename: str, md: list[str]) -> None:
+    """Writes the markdown lines `md` to bench/results/`filename` and prints them."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / filename
+    out.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"wrote {out}")
+
+
 def fresh_db(name: str) -> None:
     """Drops and creates database `name`."""
     with psycopg.connect(dbname="postgres", autocommit=True) as admin:

@@ -34,7 +34,7 @@ import numpy as np
 import psycopg
 from inserts import load_staging, prepare
 
-from common import RESULTS, fresh_db, metric_of, phase, say, vecs
+from common import fresh_db, metric_of, phase, say, vecs, write_results
 
 DB = "ingest"
 
@@ -263,11 +263,7 @@ def main() -> None:
         f"- the two clients are processes of their own; `omen.merge_worker_nice` = "
         f"{merge_nice}; the kernel's autogroup scheduling is {autogroup()}",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{folder.name}-ingest.md"
-    out.write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    print(f"wrote {out}")
+    write_results(f"{folder.name}-ingest.md", md)
 
 
 if __name__ == "__main__":
