@@ -205,8 +205,10 @@ impl Drop for FreshPage {
 
 std::thread_local! {
     /// The file number of the index this backend is building past `maintenance_work_mem`
-    /// ([`UnloggedBuild`]): its page changes are not WAL-logged one by one.
-    static UNLOGGED_BUILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    /// ([`UnloggedBuild`]), and the building transaction: its page changes are not
+    /// WAL-logged one by one. The transaction id makes sure a marker that an error path
+    /// failed to clear can never apply to a later transaction's writes.
+    static UNLOGGED_BUILD: std::cell::Cell<Option<(u32, pg_sys::TransactionId)>> = const { std::cell::Cell::new(None) };
 }
 
 /// While alive, [`WriteGuard`]s on `index` change its pages without WAL records: for the
@@ -221,7 +223,7 @@ pub struct UnloggedBuild;
 
 impl UnloggedBuild {
     pub fn start(index: pg_sys::Relation) -> UnloggedBuild {
-        UNLOGGED_BUILD.set(Some(relation_file(index).1));
+        UNLOGGED_BUILD.set(Some((relation_file(index).1, top_transaction())));
         UnloggedBuild
     }
 }
@@ -234,7 +236,13 @@ impl Drop for UnloggedBuild {
 
 /// Whether changes to `index` skip WAL ([`UnloggedBuild`]).
 fn unlogged_build(index: pg_sys::Relation) -> bool {
-    UNLOGGED_BUILD.get().is_some_and(|file| file == relation_file(index).1)
+    UNLOGGED_BUILD.get().is_some_and(|(file, xid)| file == relation_file(index).1 && xid == top_transaction())
+}
+
+/// This backend's top-level transaction id (CREATE INDEX has one: it writes the catalogs).
+fn top_transaction() -> pg_sys::TransactionId {
+    // SAFETY: reads this backend's transaction state; assigns nothing.
+    unsafe { pg_sys::GetTopTransactionIdIfAny() }
 }
 
 /// An exclusively locked page registered with GenericXLog: edit `page()`, then `commit()`
