@@ -186,9 +186,9 @@ pub fn append(
     unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<EntryHeader>(), header) };
     let code_at = std::mem::size_of::<EntryHeader>();
     rec[code_at..code_at + code.len()].copy_from_slice(code);
-    for (i, x) in vector.iter().enumerate() {
-        let at = code_at + code_bytes(vector.len()) + 4 * i;
-        rec[at..at + 4].copy_from_slice(&x.to_ne_bytes());
+    let vector_at = code_at + code_bytes(vector.len());
+    for (bytes, x) in rec[vector_at..].chunks_exact_mut(4).zip(vector) {
+        bytes.copy_from_slice(&x.to_ne_bytes());
     }
     let per_page = entries_per_page(vector.len());
     let mut known = Some(meta);

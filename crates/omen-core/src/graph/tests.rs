@@ -96,6 +96,35 @@ fn build_invariants_and_recall_cosine() {
     assert!(r >= 0.95, "cosine recall@10 = {r}");
 }
 
+/// A cosine build over vectors of unit length ranks by `1 - a·b` (`build.rs`, `Space`);
+/// over the same directions at other lengths, by the cosine kernel. Both graphs must be
+/// as good, and equal in size.
+#[test]
+fn cosine_build_over_unit_vectors_matches_the_general_path() {
+    let mut data = clustered(N + 200, DIM, 20, 11);
+    for v in data.chunks_exact_mut(DIM) {
+        let n = crate::distance::norm(v) as f32;
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    let queries = data.split_off(N * DIM);
+    let scaled: Vec<f32> = data
+        .chunks_exact(DIM)
+        .enumerate()
+        .flat_map(|(i, v)| v.iter().map(move |x| x * (0.5 + (i % 7) as f32)))
+        .collect();
+    let p = params(Metric::Cosine);
+    let mut recalls = Vec::new();
+    for rows in [data, scaled] {
+        let g = build_quiet(&rows, DIM, &p, 42);
+        check_invariants(&g.neighbors, g.entry, p.max_neighbors);
+        let entry = g.entry;
+        let mut store = MemoryStore::from_graph(rows, DIM, Metric::Cosine, g);
+        recalls.push(recall_at_10(&mut store, entry, &queries, 10));
+    }
+    assert!(recalls[0] >= 0.95 && recalls[1] >= 0.95, "recall@10, unit and scaled: {recalls:?}");
+    assert!((recalls[0] - recalls[1]).abs() <= 0.01, "recall@10, unit and scaled: {recalls:?}");
+}
+
 #[test]
 fn build_inner_product_and_l1() {
     for metric in [Metric::InnerProduct, Metric::L1] {
