@@ -70,7 +70,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"omen.insert_buffer_cap",
         c"Entries an omen index's insert buffer may hold before an insert merges a batch itself.",
-        c"Up to this size inserts only append to the buffer and leave merging to the background worker; past it the inserting backend merges one batch, so the buffer stays bounded when no worker can keep up or start.",
+        c"Up to this size inserts only append to the buffer and leave merging to the background worker; past it the inserting backend merges one batch in a merge slot no worker holds, so the buffer stays bounded when no worker can keep up or start; with every slot held by workers the buffer may reach twice this, past which the insert waits for every slot.",
         &INSERT_BUFFER_CAP,
         64,
         i32::MAX,

@@ -91,7 +91,7 @@ enum Launch {
 }
 
 /// The merge slots (and parts) an index's merges use now.
-fn merge_slots() -> usize {
+pub fn merge_slots() -> usize {
     MAX_MERGE_WORKERS.get().clamp(1, MAX_MERGE_SLOTS as i32) as usize
 }
 
