@@ -16,12 +16,12 @@ use omen_core::graph::{self, BeamSearch};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::merge::{BATCH, Part, merge_some};
+use super::merge::{BATCH, MergeCursor, Part, merge_in_free_slot, merge_some};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
 use super::worker::{merge_slots, request_merge};
 use crate::storage::insert_buffer;
 use crate::storage::layout::*;
-use crate::storage::merge_lock::{lock_merge, try_lock_slot, unlock_merge, unlock_slot};
+use crate::storage::merge_lock::{lock_merge, unlock_merge};
 use crate::storage::page_store::{PageStore, cached_quantizer, index_name, read_meta, update_meta};
 use crate::types::fmgr::datum_vector;
 
@@ -80,23 +80,15 @@ fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[
 /// a million-row stream the inserting backend merged 1.4 of 2.1 million entries itself
 /// while the other core idled.)
 fn merge_past_cap(index: pg_sys::Relation, in_use: usize, cap: usize) {
-    let slots = merge_slots();
-    // The first free slot whose part has entries left (a part merged to its end merges
-    // nothing until every part is).
-    for slot in 0..slots {
-        if try_lock_slot(index, slot) {
-            let merged = merge_some(index, &mut None, BATCH, 1, Part { slot, of: slots });
-            unlock_slot(index, slot);
-            if merged > 0 {
-                pgrx::log!(
-                    "omen index \"{}\": the insert buffer holds about {in_use} entries, past omen.insert_buffer_cap \
-                     ({cap}); this insert merged a batch itself",
-                    index_name(index)
-                );
-                request_merge(index);
-                return;
-            }
-        }
+    let mut cursors: Vec<Option<MergeCursor>> = (0..merge_slots()).map(|_| None).collect();
+    if merge_in_free_slot(index, &mut cursors, BATCH).0 > 0 {
+        pgrx::log!(
+            "omen index \"{}\": the insert buffer holds about {in_use} entries, past omen.insert_buffer_cap ({cap}); \
+             this insert merged a batch itself",
+            index_name(index)
+        );
+        request_merge(index);
+        return;
     }
     if in_use < cap.saturating_mul(2) {
         return; // every slot is merging

@@ -33,6 +33,7 @@ use pgrx::pg_sys;
 
 use crate::storage::insert_buffer::{self, Entry, LINKING, MERGED, PENDING};
 use crate::storage::layout::*;
+use crate::storage::merge_lock::{try_lock_slot, unlock_slot};
 use crate::storage::page_store::{PageStore, read_meta, update_meta};
 
 /// Entries merged together (their back-edges are added together).
@@ -159,6 +160,32 @@ pub fn merge_some(
             return done;
         }
     }
+}
+
+/// Merges up to `budget` entries in the first merge slot below `cursors.len()` that is free
+/// (tried without waiting) and whose part has entries left (a part merged to its end
+/// merges nothing until every part is), with that slot's cursor. Returns the entries merged
+/// and whether some slot was taken by another merge. Background workers and inserts past
+/// `omen.insert_buffer_cap` merge this way, side by side.
+pub fn merge_in_free_slot(
+    index: pg_sys::Relation,
+    cursors: &mut [Option<MergeCursor>],
+    budget: usize,
+) -> (usize, bool) {
+    let slots = cursors.len();
+    let mut busy = false;
+    for (slot, cursor) in cursors.iter_mut().enumerate() {
+        if !try_lock_slot(index, slot) {
+            busy = true;
+            continue;
+        }
+        let merged = merge_some(index, cursor, budget, usize::MAX, Part { slot, of: slots });
+        unlock_slot(index, slot);
+        if merged > 0 {
+            return (merged, busy);
+        }
+    }
+    (0, busy)
 }
 
 /// Merges everything buffered now (the merge segment, then the append segment once);

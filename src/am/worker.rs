@@ -27,12 +27,10 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
-use super::merge::{MergeCursor, Part, merge_some, repair_reachability, yield_between_entries};
+use super::merge::{MergeCursor, merge_in_free_slot, repair_reachability, yield_between_entries};
 use super::options::{MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{
-    MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_slot, unlock_merge, unlock_slot,
-};
+use crate::storage::merge_lock::{MAX_MERGE_SLOTS, slot_free, try_lock_merge, unlock_merge};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -244,21 +242,10 @@ fn merge_step(
                 pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
             }
         }
-        let slots = merge_slots();
-        let mut busy = false;
-        for (slot, cursor) in cursors.iter_mut().enumerate().take(slots) {
-            if !try_lock_slot(index, slot) {
-                busy = true;
-                continue;
-            }
-            let part = Part { slot, of: slots };
-            let merged = merge_some(index, cursor, WORKER_BUDGET, usize::MAX, part) > 0;
-            unlock_slot(index, slot);
-            if merged {
-                *merged_any = true;
-                step = Step::Merged;
-                break;
-            }
+        let (merged, busy) = merge_in_free_slot(index, &mut cursors[..merge_slots()], WORKER_BUDGET);
+        if merged > 0 {
+            *merged_any = true;
+            step = Step::Merged;
         }
         if !matches!(step, Step::Merged) {
             step = if busy {
