@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 use super::merge::{BATCH, MergeCursor, Part, merge_in_free_slot, merge_some};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
 use super::worker::{merge_slots, request_merge};
+use crate::storage::buffer::relation_file;
 use crate::storage::insert_buffer;
 use crate::storage::layout::*;
 use crate::storage::merge_lock::{lock_merge, unlock_merge};
@@ -66,7 +67,7 @@ fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[
     }
     let cap = INSERT_BUFFER_CAP.get().max(1) as usize;
     if appended.capacity_in_use >= cap {
-        merge_past_cap(index, appended.capacity_in_use, cap);
+        merge_past_cap(index, &meta, appended.capacity_in_use, cap);
     } else if appended.capacity_in_use >= threshold || appended.merge_waiting {
         request_merge(index);
     }
@@ -79,9 +80,9 @@ fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[
 /// slot at the cap, as it used to, left the workers none: they waited and exited, and over
 /// a million-row stream the inserting backend merged 1.4 of 2.1 million entries itself
 /// while the other core idled.)
-fn merge_past_cap(index: pg_sys::Relation, in_use: usize, cap: usize) {
-    let mut cursors: Vec<Option<MergeCursor>> = (0..merge_slots()).map(|_| None).collect();
-    if merge_in_free_slot(index, &mut cursors, BATCH).0 > 0 {
+fn merge_past_cap(index: pg_sys::Relation, meta: &Meta, in_use: usize, cap: usize) {
+    let merged = with_cursors(index, meta, |cursors| merge_in_free_slot(index, cursors, BATCH).0);
+    if merged > 0 {
         pgrx::log!(
             "omen index \"{}\": the insert buffer holds about {in_use} entries, past omen.insert_buffer_cap ({cap}); \
              this insert merged a batch itself",
@@ -101,6 +102,45 @@ fn merge_past_cap(index: pg_sys::Relation, in_use: usize, cap: usize) {
     lock_merge(index);
     merge_some(index, &mut None, BATCH, 1, Part::WHOLE);
     unlock_merge(index);
+}
+
+std::thread_local! {
+    /// This backend's merge cursors, one per merge slot, for each index it merged past the
+    /// cap (keyed by the index, its build and its file): a fresh cursor walks the merge
+    /// segment's page chain (at 784 dimensions and the default cap, tens of thousands of
+    /// pages) before it merges a batch, and the next insert past the cap goes on where the
+    /// last one stopped.
+    static CURSORS: std::cell::RefCell<Vec<(CursorKey, Vec<Option<MergeCursor>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+type CursorKey = (pg_sys::Oid, i64, u32);
+
+/// Indexes whose cursors a backend keeps.
+const CACHED_CURSORS: usize = 4;
+
+/// Calls `f` with this backend's merge cursors of `index` (as many as there are merge
+/// slots now).
+fn with_cursors<R>(index: pg_sys::Relation, meta: &Meta, f: impl FnOnce(&mut [Option<MergeCursor>]) -> R) -> R {
+    // SAFETY: `index` is an open relation.
+    let key = (unsafe { (*index).rd_id }, meta.build_id, relation_file(index).1);
+    let slots = merge_slots();
+    let mut cursors = CURSORS.with_borrow_mut(|c| match c.iter().position(|(k, _)| *k == key) {
+        Some(i) => c.remove(i).1,
+        None => Vec::new(),
+    });
+    cursors.resize_with(slots, || None);
+    let r = f(&mut cursors);
+    // Put back only after `f` returned: an ERROR inside it leaves the cursors out, and the
+    // next insert starts afresh.
+    CURSORS.with_borrow_mut(|c| {
+        c.retain(|(k, _)| k.0 != key.0);
+        if c.len() >= CACHED_CURSORS {
+            c.remove(0);
+        }
+        c.push((key, cursors));
+    });
+    r
 }
 
 /// The metapage, after fixing the index's dimensions with the first vector if it was built

@@ -85,6 +85,9 @@ pub struct MergeCursor {
     part: Part,
     pages: Vec<u32>,
     next: usize,
+    /// The part was merged to its end and other parts were not yet: the segment is released
+    /// by whoever finishes the last part, so this cursor does not walk it again to look.
+    finished: bool,
 }
 
 /// Merges entries of `part` until about `budget` were merged or the part is done; at most
@@ -116,9 +119,13 @@ pub fn merge_some(
             _ => {
                 let all = insert_buffer::segment_pages(index, meta.merge_tail, meta.merge_segment);
                 let pages = all.into_iter().enumerate().filter(|(p, _)| p % part.of == part.slot).map(|(_, b)| b);
-                cursor.insert(MergeCursor { segment: meta.merge_segment, part, pages: pages.collect(), next: 0 })
+                let segment = meta.merge_segment;
+                cursor.insert(MergeCursor { segment, part, pages: pages.collect(), next: 0, finished: false })
             }
         };
+        if c.finished {
+            return done;
+        }
         while c.next < c.pages.len() && done < budget {
             let first = c.next;
             let mut batch = Vec::new();
@@ -152,6 +159,7 @@ pub fn merge_some(
         let segment = c.segment;
         let all = insert_buffer::segment_pages(index, meta.merge_tail, segment);
         if !insert_buffer::all_merged(index, &all, segment) {
+            c.finished = true;
             return done;
         }
         insert_buffer::release_merged(index, segment, &all);
