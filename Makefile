@@ -7,11 +7,14 @@ DATA ?=
 deps:
 	scripts/deps.sh
 
+# What a user installs is the release build (the tests install the dev profile themselves,
+# with debug assertions and overflow checks: builds about 15-25% slower, README "Build
+# profiles").
 install: deps
-	scripts/install.sh /usr/bin/pg_config
+	scripts/install.sh /usr/bin/pg_config --release
 
 install-pg18: deps
-	source scripts/env.sh && scripts/install.sh "$$(pg18_home)/bin/pg_config"
+	source scripts/env.sh && scripts/install.sh "$$(pg18_home)/bin/pg_config" --release
 
 # Everything: lint, unit, pgrx and pg_regress tests, then the integration tests (pytest).
 # Arguments for pytest: make test PYTEST_ARGS='-k churn'
