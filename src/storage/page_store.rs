@@ -395,6 +395,17 @@ pub struct PageStore {
     /// Heap TIDs of the nodes expanded so far (None: deleted), when enabled: a scan returns
     /// the rows of expanded nodes without reading their pages again.
     tids: Option<std::collections::HashMap<NodeId, Option<pg_sys::ItemPointerData>>>,
+    /// Called between graph operations at least this long apart, where no page is locked
+    /// ([`PageStore::yield_every`]).
+    yielding: Option<Yielding>,
+}
+
+/// A hook a merge worker runs between graph operations (expansions, exact distances,
+/// neighbour-list writes), at most once per `every`.
+struct Yielding {
+    every: std::time::Duration,
+    hook: fn(),
+    last: std::time::Instant,
 }
 
 /// Node vectors (and whether the node is live) kept in memory by a merge, which reads the
@@ -424,6 +435,26 @@ impl PageStore {
             cache: None,
             codes: None,
             tids: None,
+            yielding: None,
+        }
+    }
+
+    /// Runs `hook` between graph operations, once `every` has passed since it last ran: at
+    /// the start of an expansion, an exact distance or a neighbour-list write, where this
+    /// store holds no page lock. (Merge workers give up their core this way: a query or an
+    /// insert woken while a worker runs otherwise waits for a whole merged entry, about
+    /// 0.35 ms at 784 dimensions.)
+    pub fn yield_every(&mut self, every: std::time::Duration, hook: fn()) {
+        self.yielding = Some(Yielding { every, hook, last: std::time::Instant::now() });
+    }
+
+    fn yield_point(&mut self) {
+        if let Some(y) = &mut self.yielding {
+            let now = std::time::Instant::now();
+            if now.duration_since(y.last) >= y.every {
+                (y.hook)();
+                y.last = std::time::Instant::now();
+            }
         }
     }
 
@@ -904,6 +935,7 @@ impl PageStore {
 
 impl GraphStore for PageStore {
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
+        self.yield_point();
         let metric = self.metric;
         let (d, live) = self.with_vector(id, |v, live| (metric.rank_distance(v, query), live));
         self.last_live = (id, live);
@@ -921,6 +953,7 @@ impl GraphStore for PageStore {
     }
 
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
+        self.yield_point();
         let n = neighbors.len().min(self.layout.slack_degree);
         let neighbors = &neighbors[..n];
         // Codes first (other pages may be read for them), then the node's page alone.
@@ -984,6 +1017,7 @@ impl GraphStore for PageStore {
         keep: &mut dyn FnMut(NodeId) -> bool,
         out: &mut Vec<(NodeId, f32)>,
     ) -> Option<(f32, bool)> {
+        self.yield_point();
         let cb = self.layout.code_bytes;
         let relative = self.quantizer.relative();
         let first = out.len();
