@@ -66,8 +66,11 @@ fn yield_point() {
 /// How often a yielding merge also gives up its core within an entry (between the
 /// expansions of its search, the exact distances of its prunes and its neighbour-list
 /// writes: `PageStore::yield_every`): an entry takes about 0.35 ms at 784 dimensions, the
-/// wait of a query or insert woken while a worker runs it.
-const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(50);
+/// wait of a query or insert woken while a worker runs it. Measured (README, "Merge workers
+/// yield within an entry"): 50 µs cut the INSERT p99 of the 784-dimension ingest bench from
+/// about 0.5 to 0.2 ms but cost the 64-dimension stream 13% of its rows/s (the two workers
+/// hand the core to each other); 150 µs kept most of the first and little of the second.
+const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(150);
 
 fn give_up_core() {
     // SAFETY: sched_yield has no arguments and no effect on this process's state; it
