@@ -25,8 +25,9 @@
 //! its whole run, so it never sees a merge half done.
 //!
 //! Yielding: a background worker's merge gives up its core between entries
-//! ([`yield_between_entries`]) when another process waits for it, at points where it holds
-//! no lock.
+//! ([`yield_between_entries`]) when another process waits for it, and within an entry at
+//! most every [`YIELD_EVERY`] (between its page store's graph operations), at points where
+//! it holds no page lock.
 
 use omen_core::graph::{self, BeamSearch, NodeId};
 use pgrx::pg_sys;
