@@ -448,7 +448,7 @@ impl PageStore {
         self.yielding = Some(Yielding { every, hook, last: std::time::Instant::now() });
     }
 
-    fn yield_point(&mut self) {
+    fn maybe_yield(&mut self) {
         if let Some(y) = &mut self.yielding {
             let now = std::time::Instant::now();
             if now.duration_since(y.last) >= y.every {
@@ -935,7 +935,7 @@ impl PageStore {
 
 impl GraphStore for PageStore {
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
-        self.yield_point();
+        self.maybe_yield();
         let metric = self.metric;
         let (d, live) = self.with_vector(id, |v, live| (metric.rank_distance(v, query), live));
         self.last_live = (id, live);
@@ -953,7 +953,7 @@ impl GraphStore for PageStore {
     }
 
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
-        self.yield_point();
+        self.maybe_yield();
         let n = neighbors.len().min(self.layout.slack_degree);
         let neighbors = &neighbors[..n];
         // Codes first (other pages may be read for them), then the node's page alone.
@@ -1017,7 +1017,7 @@ impl GraphStore for PageStore {
         keep: &mut dyn FnMut(NodeId) -> bool,
         out: &mut Vec<(NodeId, f32)>,
     ) -> Option<(f32, bool)> {
-        self.yield_point();
+        self.maybe_yield();
         let cb = self.layout.code_bytes;
         let relative = self.quantizer.relative();
         let first = out.len();
