@@ -27,6 +27,7 @@ Usage: bench/run.sh DATA --ingest [--initial N] [--rows N] [--merge-rows N] [--p
 
 import argparse
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -104,6 +105,16 @@ def insert_client(rows: int, out, started, done) -> None:
     elapsed = time.perf_counter() - t0
     done.set()
     out.put((latencies, elapsed))
+
+
+def merge_workers(conn) -> str:
+    """`omen.max_merge_workers`, and for -1 the count it means here: the cores the server may
+    use less one, at least 1, at most 2 (`merge_slots` in src/am/worker.rs)."""
+    value = int(conn.execute("SHOW omen.max_merge_workers").fetchone()[0])
+    if value != -1:
+        return str(value)
+    cores = len(os.sched_getaffinity(0))
+    return f"-1: {min(max(cores - 1, 1), 2)} on {cores} cores"
 
 
 def autogroup() -> str:
@@ -195,6 +206,7 @@ def main() -> None:
 
         # 4. Queries while one client inserts.
         merge_nice = conn.execute("SHOW omen.merge_worker_nice").fetchone()[0]
+        workers = merge_workers(conn)
         with phase(f"omen: {args.initial} rows and their index"):
             prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
         with phase(f"omen: {args.rows} single-row INSERTs while another client queries"):
@@ -235,7 +247,7 @@ def main() -> None:
         "| merge | entries | entries/s |",
         "|---|---:|---:|",
         f"| one backend (`omen_flush`) | {merged:,} | {flush_rate:,.0f} |",
-        f"| background workers (`omen.max_merge_workers` = 2; entries left at the INSERT's commit, until the "
+        f"| background workers (`omen.max_merge_workers` = {workers}; entries left at the INSERT's commit, until the "
         f"buffer is empty) | {at_commit:,} | {worker_rate:,.0f} |",
         "",
         "| LIMIT 10 queries | count | median (ms) | p99 (ms) |",

@@ -18,7 +18,7 @@ use pgrx::prelude::*;
 
 use super::merge::{BATCH, MergeCursor, Part, merge_in_free_slot, merge_some};
 use super::options::{INSERT_BUFFER_CAP, buffer_options};
-use super::worker::{merge_slots, request_merge};
+use super::worker::{merge_parts, request_merge};
 use crate::storage::buffer::relation_file;
 use crate::storage::insert_buffer;
 use crate::storage::layout::*;
@@ -124,7 +124,7 @@ const CACHED_CURSORS: usize = 4;
 fn with_cursors<R>(index: pg_sys::Relation, meta: &Meta, f: impl FnOnce(&mut [Option<MergeCursor>]) -> R) -> R {
     // SAFETY: `index` is an open relation.
     let key = (unsafe { (*index).rd_id }, meta.build_id, relation_file(index).1);
-    let slots = merge_slots();
+    let slots = merge_parts();
     let mut cursors = CURSORS.with_borrow_mut(|c| match c.iter().position(|(k, _)| *k == key) {
         Some(i) => c.remove(i).1,
         None => Vec::new(),

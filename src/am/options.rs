@@ -19,9 +19,16 @@ pub static MAX_SEARCH_LIST_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000
 pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
 /// `omen.max_merge_workers`: merge workers one index may have at once, each merging its
-/// own part of the insert buffer (`merge`).
-pub static MAX_MERGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_MERGE_WORKERS);
-pub const DEFAULT_MAX_MERGE_WORKERS: i32 = 2;
+/// own part of the insert buffer (`merge`); -1 (the default): the cores this server may use
+/// less one, at least 1 and at most [`AUTO_MAX_MERGE_WORKERS`] (`worker::merge_slots`).
+pub static MAX_MERGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
+/// The most merge workers per index `omen.max_merge_workers = -1` picks. Measured on two
+/// cores (README, "Sustained ingest"): two workers left no core to the backends, and the
+/// INSERT p99 while another client queried was 1.9–3.2× a table's without the index; one
+/// worker left one core free: 1.39×, and the queries' p99 went from 4.7–6.0× to 3.0× the
+/// idle index's.
+pub const AUTO_MAX_MERGE_WORKERS: usize = 2;
 
 /// `omen.merge_worker_nice`: the scheduling niceness merge workers run at, so that on a
 /// busy machine the backends that serve queries and inserts get the cores first.
@@ -80,9 +87,9 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"omen.max_merge_workers",
         c"Merge workers one omen index may have at once.",
-        c"Each worker merges its own part of the insert buffer; more workers merge a large buffer faster where cores are free. Takes effect for merges started after a reload.",
+        c"Each worker merges its own part of the insert buffer; more workers merge a large buffer faster where cores are free. -1: the cores the server may use less one (at least 1, at most 2), so that one core is left to queries and inserts. Takes effect for merges started after a reload.",
         &MAX_MERGE_WORKERS,
-        1,
+        -1,
         crate::storage::merge_lock::MAX_MERGE_SLOTS as i32,
         GucContext::Sighup,
         GucFlags::default(),

@@ -28,9 +28,11 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
 use super::merge::{MergeCursor, merge_in_free_slot, repair_reachability, yield_between_entries};
-use super::options::{MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
+use super::options::{AUTO_MAX_MERGE_WORKERS, MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
 use crate::storage::layout::NO_BLOCK;
-use crate::storage::merge_lock::{MAX_MERGE_SLOTS, slot_free, try_lock_merge, unlock_merge};
+use crate::storage::merge_lock::{
+    MAX_MERGE_SLOTS, try_lock_merge, try_lock_worker_token, unlock_merge, unlock_worker_token, worker_token_free,
+};
 use crate::storage::page_store::{index_name, read_meta};
 
 /// Entries a worker merges per transaction.
@@ -88,15 +90,36 @@ enum Launch {
     Failed,
 }
 
-/// The merge slots (and parts) an index's merges use now.
-pub fn merge_slots() -> usize {
-    MAX_MERGE_WORKERS.get().clamp(1, MAX_MERGE_SLOTS as i32) as usize
+/// Merge workers one index may have at once: `omen.max_merge_workers`, or for -1 the
+/// cores this process may run on (its CPU affinity and cgroup quota) less one, so that merge
+/// workers never take every core from the backends serving queries and inserts, at least 1
+/// and at most [`AUTO_MAX_MERGE_WORKERS`]. Every process of the server computes the same
+/// value (children inherit the postmaster's affinity and cgroup).
+pub fn merge_workers() -> usize {
+    match MAX_MERGE_WORKERS.get() {
+        -1 => {
+            // available_parallelism reads the cgroup's files: once per process.
+            static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+            let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            cores.saturating_sub(1).clamp(1, AUTO_MAX_MERGE_WORKERS)
+        }
+        n => n.clamp(1, MAX_MERGE_SLOTS as i32) as usize,
+    }
+}
+
+/// The merge slots (and parts of the merge segment) an index's merges use now: one more
+/// than [`merge_workers`] (at most `MAX_MERGE_SLOTS`), so that an insert past
+/// `omen.insert_buffer_cap` finds a part no worker holds and merges a batch there (with as
+/// many parts as workers it found none, and the buffer grew to twice the cap). A worker
+/// that finishes its part goes on with any part still free, the spare one included.
+pub fn merge_parts() -> usize {
+    (merge_workers() + 1).min(MAX_MERGE_SLOTS)
 }
 
 /// Starts a merge worker for `index` (through the launcher when omendb is preloaded)
 /// unless every merge slot is taken. Never waits.
 fn launch(index: pg_sys::Relation) -> Launch {
-    if !slot_free(index, merge_slots()) {
+    if !worker_token_free(index, merge_workers()) {
         return Launch::Running;
     }
     // SAFETY: an open relation's rd_id, and this backend's database.
@@ -242,7 +265,15 @@ fn merge_step(
                 pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
             }
         }
-        let (merged, busy) = merge_in_free_slot(index, &mut cursors[..merge_slots()], WORKER_BUDGET);
+        // A worker token first: at most `merge_workers` workers merge at once, over one
+        // part more than that (`merge_parts`).
+        let Some(token) = try_lock_worker_token(index, merge_workers()) else {
+            // SAFETY: opened above with this lock mode.
+            unsafe { pg_sys::relation_close(index, lockmode) };
+            return Step::Busy;
+        };
+        let (merged, busy) = merge_in_free_slot(index, &mut cursors[..merge_parts()], WORKER_BUDGET);
+        unlock_worker_token(index, token);
         if merged > 0 {
             *merged_any = true;
             step = Step::Merged;

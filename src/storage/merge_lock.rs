@@ -9,6 +9,13 @@
 //! every slot, in slot order, waiting: they run alone. Nobody takes a slot while holding
 //! another out of order, or while a buffer content lock is held, so the slots take no part
 //! in the page lock order (`storage`) and cannot deadlock among themselves.
+//!
+//! Worker *tokens* bound how many merge workers merge one index at once: the pseudo pages
+//! below the slots', token `k` block `MERGE_LOCK_BLOCK - MAX_MERGE_SLOTS - k`. A worker
+//! takes one token without waiting before it takes a slot, for one transaction. There is one
+//! part more than there are workers (`worker::merge_parts`), so an insert past the cap
+//! finds a part no worker holds. Tokens are only ever tried, never waited for, so they
+//! cannot deadlock with the slots either.
 
 use pgrx::pg_sys;
 
@@ -38,6 +45,38 @@ pub fn unlock_slot(index: pg_sys::Relation, slot: usize) {
     unsafe { pg_sys::UnlockPage(index, slot_block(slot), MODE) };
 }
 
+fn token_block(token: usize) -> u32 {
+    debug_assert!(token < MAX_MERGE_SLOTS);
+    MERGE_LOCK_BLOCK - (MAX_MERGE_SLOTS + token) as u32
+}
+
+/// Takes a free worker token below `tokens` of `index` without waiting; returns it, or
+/// None when all are held (by other merge workers).
+pub fn try_lock_worker_token(index: pg_sys::Relation, tokens: usize) -> Option<usize> {
+    (0..tokens.min(MAX_MERGE_SLOTS)).find(|&token| {
+        // SAFETY: as in `try_lock_slot`.
+        unsafe { pg_sys::ConditionalLockPage(index, token_block(token), MODE) }
+    })
+}
+
+/// Releases worker token `token`, taken by `try_lock_worker_token`.
+pub fn unlock_worker_token(index: pg_sys::Relation, token: usize) {
+    // SAFETY: the caller holds the lock.
+    unsafe { pg_sys::UnlockPage(index, token_block(token), MODE) };
+}
+
+/// Whether a worker token below `tokens` is free now (taken and released at once): whether
+/// another merge worker may start.
+pub fn worker_token_free(index: pg_sys::Relation, tokens: usize) -> bool {
+    match try_lock_worker_token(index, tokens) {
+        Some(token) => {
+            unlock_worker_token(index, token);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Takes every merge slot of `index`, in slot order, waiting for each: no merge runs until
 /// `unlock_merge`.
 pub fn lock_merge(index: pg_sys::Relation) {
@@ -65,15 +104,4 @@ pub fn unlock_merge(index: pg_sys::Relation) {
     for slot in (0..MAX_MERGE_SLOTS).rev() {
         unlock_slot(index, slot);
     }
-}
-
-/// Whether some slot below `slots` is free now (taken and released at once).
-pub fn slot_free(index: pg_sys::Relation, slots: usize) -> bool {
-    (0..slots.min(MAX_MERGE_SLOTS)).any(|slot| {
-        let free = try_lock_slot(index, slot);
-        if free {
-            unlock_slot(index, slot);
-        }
-        free
-    })
 }
