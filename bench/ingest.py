@@ -107,6 +107,14 @@ def insert_client(rows: int, out, started, done) -> None:
     out.put((latencies, elapsed))
 
 
+def autovacuums(conn) -> int:
+    """Autovacuum runs on `items` since `prepare` made it (insert-triggered VACUUMs run
+    beside the stream, and are part of what its latencies saw)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute("SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'items'").fetchone()
+    return row[0] if row else 0
+
+
 def merge_workers(conn) -> str:
     """`omen.max_merge_workers`, and for -1 the count it means here: the cores the server may
     use less one, at least 1, at most 2 (`merge_slots` in src/am/worker.rs)."""
@@ -194,6 +202,7 @@ def main() -> None:
             prepare(conn, dims, None)
             base_lat: list[float] = []
             insert_stream(args.baseline_rows, base_lat)
+        base_autovacuums = autovacuums(conn)
         with phase(f"no vector index: {args.baseline_rows} single-row INSERTs while another client queries"):
             # The queries go to an idle omen index of the same initial rows in another table.
             prepare(conn, dims, None)
@@ -214,6 +223,7 @@ def main() -> None:
         left = buffered(conn)
         drain_s = wait_empty(conn)
         say(f"{left} entries buffered at the last insert; empty {drain_s:.1f} s later")
+        omen_autovacuums = autovacuums(conn)
         wait_workers_done(conn)
         ok, nodes = conn.execute("SELECT ok, nodes FROM omen_check('items_v')").fetchone()
         rows_now = conn.execute("SELECT count(*) FROM items").fetchone()[0]
@@ -272,6 +282,8 @@ def main() -> None:
         "",
         f"- buffered entries at the last insert: {left:,}; the buffer was empty {drain_s:.1f} s later",
         f"- after: omen_check ok, {nodes:,} nodes for {rows_now:,} rows",
+        f"- autovacuum runs on the table: {base_autovacuums} during the stream without a vector index "
+        f"(alone), {omen_autovacuums} during omen's stream and until the buffer was empty",
         f"- the two clients are processes of their own; `omen.merge_worker_nice` = "
         f"{merge_nice}; the kernel's autogroup scheduling is {autogroup()}",
     ]

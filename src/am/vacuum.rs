@@ -246,7 +246,8 @@ fn any_live_node(store: &PageStore) -> Option<NodeId> {
     found
 }
 
-/// `amvacuumcleanup`: merges the insert buffer, then counts pages and live nodes.
+/// `amvacuumcleanup`: merges the insert buffer, then counts pages, and live nodes after a
+/// bulk delete.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amvacuumcleanup(
     info: *mut pg_sys::IndexVacuumInfo,
@@ -257,6 +258,12 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     if analyze_only {
         return stats;
     }
+    // No ambulkdelete ran (an insert-only VACUUM, which autovacuum starts every
+    // autovacuum_vacuum_insert_threshold rows): nothing was deleted, so the live nodes are
+    // not counted again, and the count reported is the heap's, as an estimate (PostgreSQL
+    // then leaves the index's pg_class row as it is). The count reads every node page: at a
+    // million rows of 784 dimensions, 3.5 GB, in an autovacuum worker beside the inserts.
+    let deleted_any = !stats.is_null();
     let stats = stats_or_new(stats);
     // Autovacuum leaves the buffer to a merge worker when one runs or can be started: a
     // merge of a large buffer would hold the autovacuum worker for minutes. A VACUUM
@@ -267,6 +274,15 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         lock_merge(index);
         merge_all(index);
         unlock_merge(index);
+    }
+    if !deleted_any {
+        // SAFETY: `stats` is valid (above); VACUUM passes a valid info.
+        unsafe {
+            (*stats).num_pages = block_count(index);
+            (*stats).num_index_tuples = (*info).num_heap_tuples;
+            (*stats).estimated_count = true;
+        }
+        return stats;
     }
     let meta = read_meta(index);
     let mut live = 0f64;
