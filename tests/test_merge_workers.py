@@ -17,6 +17,12 @@
    server is killed (`pg_ctl stop -m immediate`) and restarted: omen_check is ok, nodes
    plus buffered entries are the rows (none lost, none indexed twice), a full scan returns
    each row once; `omen_flush` then merges the rest to one node per row.
+4. The default `omen.max_merge_workers` (-1): 30,000 rows COPYed into a 2,000-row indexed
+   table (threshold 50). While the COPY runs, merge workers hold at most as many worker
+   tokens at once (pg_locks, polled) as the cores less one (at most 2); once it is done,
+   a worker that sees no buffer page filled for a second starts a helper, and as many
+   hold tokens at once as there are cores (at most 2). Then the index checks out with one
+   node per row.
 3. A 20,000-entry buffer (nothing merged): 300 inserted rows are each their own nearest
    neighbour, and for 50 queries the LIMIT 20 rows through the index are exactly the exact
    top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
@@ -24,6 +30,7 @@
 """
 
 import itertools
+import os
 import threading
 import time
 from pathlib import Path
@@ -39,6 +46,12 @@ from pgcluster import exact_topk, load, phase, say, vec_text, wait_for
 EXTRA = 100
 WORKERS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
 WORKER_PIDS = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'omen merge worker'"
+# Worker tokens are page locks on pseudo pages of the index (src/storage/merge_lock.rs):
+# token k is block 2^32 - 2 - 8 - k, which pg_locks shows as a negative int4.
+TOKEN_HOLDERS = (
+    "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'page' AND granted"
+    " AND relation = 'items_v'::regclass AND page BETWEEN -17 AND -10"
+)
 
 
 def nice_of(pid: int) -> int | None:
@@ -241,3 +254,57 @@ def test_large_buffer_exact_order(server, dim, n_buffered):
         recall = hits / (10 * len(queries))
         say(f"default list size, {n_buffered} buffered rows: recall@10 {recall:.3f}")
         assert recall >= 0.9, f"recall@10 {recall:.3f} with {n_buffered} buffered rows at the default list size"
+
+
+def test_default_workers_leave_a_core_while_rows_arrive(servers):
+    rng = np.random.default_rng(5154)
+    cores = len(os.sched_getaffinity(0))
+    busy_workers, quiet_workers = min(max(cores - 1, 1), 2), min(cores, 2)
+    server = servers.start("merge-workers-default", "max_worker_processes=16")
+    rows = 30_000
+    vectors = rng.random((INITIAL + rows, DIM), dtype=np.float32)
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION omendb")
+        assert conn.execute("SHOW omen.max_merge_workers").fetchone()[0] == "-1"
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
+        load(conn, "items", 0, vectors[:INITIAL])
+        conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 50)")
+
+    copying = threading.Event()
+    stop = threading.Event()
+    most = {"copying": 0, "after": 0}
+    errors: list = []
+
+    def watch() -> None:
+        try:
+            with server.connect() as c:
+                while not stop.is_set():
+                    during = copying.is_set()
+                    holders = c.execute(TOKEN_HOLDERS).fetchone()[0]
+                    key = "copying" if during and copying.is_set() else "after"
+                    most[key] = max(most[key], holders)
+                    time.sleep(0.005)
+        except psycopg.Error as e:  # reported by the main thread
+            errors.append(e)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with phase(f"{rows} rows COPYed, merged by the default workers ({cores} cores)"), server.connect() as conn:
+            copying.set()
+            load(conn, "items", INITIAL, vectors[INITIAL:])
+            copying.clear()
+            wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
+            wait_for("the workers to exit", lambda: conn.execute(WORKERS).fetchone()[0] == 0, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert not errors, f"the watching connection failed: {errors[0]!r}"
+    say(f"worker tokens held at once: at most {most['copying']} during the COPY, {most['after']} after it")
+    assert 1 <= most["copying"] <= busy_workers, f"{most['copying']} workers merged at once during the COPY"
+    assert most["after"] == quiet_workers, f"{most['after']} workers merged at once after the COPY"
+    with server.connect() as conn:
+        nodes, buffered = check_index(
+            conn, {i: vectors[i] for i in range(len(vectors))}, rng, "after the default workers", min_found=SAMPLE - 3
+        )
+        assert nodes == len(vectors) and buffered == 0, f"{nodes} nodes, {buffered} buffered for {len(vectors)} rows"

@@ -107,22 +107,28 @@ pub extern "C-unwind" fn omen_merge_launcher_main(_arg: pg_sys::Datum) {
             }
             last.insert((r.database, r.index), Instant::now());
             let oid = |v: u32| pg_sys::Oid::from(v);
-            if !start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index)) {
+            if !start_worker(oid(r.database), oid(r.index), &format!("index {}", r.index), false) {
                 pgrx::log!("omen merge launcher: could not start a merge worker (max_worker_processes is exhausted)");
             }
         }
     }
 }
 
+/// The word after the database OID in a helper's `bgw_extra`.
+pub const HELPER: &str = "helper";
+
 /// Registers a dynamic merge worker for index `index` of database `db` (`label` names the
-/// index in the worker's process title). False when no worker slot is free.
-pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str) -> bool {
+/// index in the worker's process title); a `helper` is started by a worker that saw the
+/// index quiet (`worker::start_helper`), and takes it as quiet from its first step. False
+/// when no worker slot is free.
+pub fn start_worker(db: pg_sys::Oid, index: pg_sys::Oid, label: &str, helper: bool) -> bool {
+    let extra = if helper { format!("{} {HELPER}", db.to_u32()) } else { db.to_u32().to_string() };
     BackgroundWorkerBuilder::new(&format!("omen merge of {label}"))
         .set_type("omen merge worker")
         .set_library("omendb")
         .set_function("omen_merge_worker_main")
         .set_argument(Some(pg_sys::Datum::from(index.to_u32())))
-        .set_extra(&db.to_u32().to_string())
+        .set_extra(&extra)
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .load_dynamic()

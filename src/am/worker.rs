@@ -5,11 +5,13 @@
 //! already (its merge lock is taken). Dynamic registration needs no
 //! `shared_preload_libraries`; with omendb preloaded the insert asks the one launcher
 //! (`launcher`) instead, which starts the workers for every database. Up to
-//! `omen.max_merge_workers` workers run per index, one per merge slot
-//! (`storage::merge_lock`). A worker connects to the index's database and merges in short
-//! transactions of [`WORKER_BUDGET`] entries, in each taking the first merge slot it gets
-//! without waiting and merging that slot's part of the buffer (`merge::Part`), until no
-//! part has anything left. Between transactions it holds no lock, so
+//! `omen.max_merge_workers` workers merge one index at once, each holding a worker token
+//! (`storage::merge_lock`; by default one fewer than the cores, so that queries and
+//! inserts keep one, and while no row is being inserted every core, at most two: a worker
+//! that sees the index quiet starts a helper). A worker connects to the index's database
+//! and merges in short transactions of [`WORKER_BUDGET`] entries, in each taking a token
+//! and the first merge slot it gets, without waiting, and merging that slot's part of the
+//! buffer (`merge::Part`), until no part has anything left. Between transactions it holds no lock, so
 //! DROP INDEX, REINDEX, TRUNCATE or ALTER wait at most for one such transaction (the last
 //! one, which repairs reachability once the buffer is empty, traverses the graph); when the
 //! index is gone (or no longer an omen index) the worker exits. SIGTERM (shutdown,
@@ -97,14 +99,27 @@ enum Launch {
 /// value (children inherit the postmaster's affinity and cgroup).
 pub fn merge_workers() -> usize {
     match MAX_MERGE_WORKERS.get() {
-        -1 => {
-            // available_parallelism reads the cgroup's files: once per process.
-            static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-            let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            cores.saturating_sub(1).clamp(1, AUTO_MAX_MERGE_WORKERS)
-        }
+        -1 => cores().saturating_sub(1).clamp(1, AUTO_MAX_MERGE_WORKERS),
         n => n.clamp(1, MAX_MERGE_SLOTS as i32) as usize,
     }
+}
+
+/// Merge workers one index may have at once while no row is being inserted into it (see
+/// [`AppendWatch`]): for `omen.max_merge_workers = -1` every core (at most
+/// [`AUTO_MAX_MERGE_WORKERS`]), since no backend is waiting for one, so the buffer left at
+/// the end of a load empties sooner; otherwise [`merge_workers`].
+fn quiet_merge_workers() -> usize {
+    match MAX_MERGE_WORKERS.get() {
+        -1 => cores().clamp(1, AUTO_MAX_MERGE_WORKERS),
+        _ => merge_workers(),
+    }
+}
+
+/// The cores this process may run on (its CPU affinity and cgroup quota).
+fn cores() -> usize {
+    // available_parallelism reads the cgroup's files: once per process.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The merge slots (and parts of the merge segment) an index's merges use now: one more
@@ -117,14 +132,21 @@ pub fn merge_parts() -> usize {
 }
 
 /// Starts a merge worker for `index` (through the launcher when omendb is preloaded)
-/// unless every merge slot is taken. Never waits.
+/// unless every worker token is taken. Never waits.
 fn launch(index: pg_sys::Relation) -> Launch {
-    if !worker_token_free(index, merge_workers()) {
+    launch_below(index, merge_workers(), false)
+}
+
+/// [`launch`], with `tokens` worker tokens; a `helper` is started directly (not through the
+/// launcher, whose requests name only the index).
+fn launch_below(index: pg_sys::Relation, tokens: usize, helper: bool) -> Launch {
+    if !worker_token_free(index, tokens) {
         return Launch::Running;
     }
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
-    if super::launcher::request(db, oid) || super::launcher::start_worker(db, oid, &index_name(index)) {
+    let requested = !helper && super::launcher::request(db, oid);
+    if requested || super::launcher::start_worker(db, oid, &index_name(index), helper) {
         Launch::Started
     } else {
         Launch::Failed
@@ -137,17 +159,24 @@ fn launch(index: pg_sys::Relation) -> Launch {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
     let index_oid = pg_sys::Oid::from(arg.value() as u32);
-    let db = pg_sys::Oid::from(BackgroundWorker::get_extra().parse::<u32>().unwrap_or(0));
+    let extra = BackgroundWorker::get_extra();
+    let mut words = extra.split_whitespace();
+    let db = pg_sys::Oid::from(words.next().and_then(|w| w.parse::<u32>().ok()).unwrap_or(0));
+    let helper = words.next() == Some(super::launcher::HELPER);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     yield_to_backends();
     yield_between_entries(true);
-    let mut cursors: Vec<Option<MergeCursor>> = (0..MAX_MERGE_SLOTS).map(|_| None).collect();
-    let mut named = false;
-    let mut merged_any = false;
+    let mut state = WorkerState {
+        cursors: (0..MAX_MERGE_SLOTS).map(|_| None).collect(),
+        named: false,
+        merged_any: false,
+        appends: AppendWatch::new(helper),
+        helper_started: None,
+    };
     let mut waits = 0;
     while !BackgroundWorker::sigterm_received() {
-        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut cursors, &mut named, &mut merged_any));
+        let step = std::panic::AssertUnwindSafe(|| merge_step(index_oid, &mut state));
         match BackgroundWorker::transaction(step) {
             Step::Merged => waits = 0,
             Step::Busy if waits < MAX_BUSY_WAITS => {
@@ -206,6 +235,55 @@ fn lower_autogroup(nice: i32) {
     }
 }
 
+/// What a merge worker keeps from one transaction to the next.
+struct WorkerState {
+    /// One per merge slot.
+    cursors: Vec<Option<MergeCursor>>,
+    /// Whether `pg_stat_activity` shows the index's name yet.
+    named: bool,
+    /// Whether this worker merged entries since it last repaired reachability.
+    merged_any: bool,
+    appends: AppendWatch,
+    /// When this worker last started another one for a quiet index.
+    helper_started: Option<Instant>,
+}
+
+/// Whether rows are being inserted into the index: the append segment's position in the
+/// metapage (its segment, last page and page count), which an insert changes every time it
+/// fills a buffer page (and a seal empties). A worker takes the index as quiet once it saw the position stay
+/// for [`QUIET_AFTER`]; a helper (started by a worker that saw that) from the start, until
+/// it sees the position move.
+struct AppendWatch {
+    last: Option<(u32, u32, u32)>,
+    moved: Instant,
+}
+
+/// No buffer page filled for this long: no row is being inserted, and the index may have
+/// [`quiet_merge_workers`] workers.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+
+impl AppendWatch {
+    fn new(helper: bool) -> AppendWatch {
+        let now = Instant::now();
+        AppendWatch { last: None, moved: if helper { now.checked_sub(QUIET_AFTER).unwrap_or(now) } else { now } }
+    }
+
+    /// Looks at the metapage `meta`; returns whether the index is quiet.
+    fn quiet(&mut self, meta: &crate::storage::layout::Meta) -> bool {
+        let now = (meta.buffer_segment, meta.buffer_tail, meta.buffer_pages);
+        // A merge that seals the append segment empties it (no pages): no row arrived.
+        if now.2 > 0 && self.last.is_some_and(|last| last != now) {
+            self.moved = Instant::now();
+        }
+        self.last = Some(now);
+        self.moved.elapsed() >= QUIET_AFTER
+    }
+}
+
+/// A worker starts a helper for a quiet index only while this many buffer pages or more
+/// are left to merge (fewer take less than a helper's start).
+const HELPER_MIN_PAGES: u32 = 16;
+
 /// What one transaction of a merge worker did.
 enum Step {
     /// Merged entries: go on.
@@ -232,12 +310,7 @@ const MAX_BUSY_WAITS: u32 = 10;
 /// is left, a worker that merged something takes every slot (without waiting) and repairs
 /// reachability (`merge::repair_reachability`: one traversal of the graph per drained
 /// buffer) before it exits.
-fn merge_step(
-    index_oid: pg_sys::Oid,
-    cursors: &mut [Option<MergeCursor>],
-    named: &mut bool,
-    merged_any: &mut bool,
-) -> Step {
+fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: try_relation_open returns NULL when the relation no longer exists.
     let index = unsafe { pg_sys::try_relation_open(index_oid, lockmode) };
@@ -254,8 +327,8 @@ fn merge_step(
     };
     let mut step = Step::Done;
     if is_omen {
-        if !*named {
-            *named = true;
+        if !state.named {
+            state.named = true;
             let name = CString::new(format!("omen merge: {}", index_name(index))).unwrap_or_default();
             let activity =
                 CString::new(format!("merging the insert buffer of index {}", index_name(index))).unwrap_or_default();
@@ -265,28 +338,34 @@ fn merge_step(
                 pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
             }
         }
-        // A worker token first: at most `merge_workers` workers merge at once, over one
-        // part more than that (`merge_parts`).
-        let Some(token) = try_lock_worker_token(index, merge_workers()) else {
+        // A worker token first: at most `merge_workers` workers merge at once (more while
+        // the index is quiet), over one part more than that (`merge_parts`).
+        let meta = read_meta(index);
+        let quiet = state.appends.quiet(&meta);
+        let tokens = if quiet { quiet_merge_workers() } else { merge_workers() };
+        let Some(token) = try_lock_worker_token(index, tokens) else {
             // SAFETY: opened above with this lock mode.
             unsafe { pg_sys::relation_close(index, lockmode) };
             return Step::Busy;
         };
-        let (merged, busy) = merge_in_free_slot(index, &mut cursors[..merge_parts()], WORKER_BUDGET);
+        let (merged, busy) = merge_in_free_slot(index, &mut state.cursors[..merge_parts()], WORKER_BUDGET);
+        if merged > 0 && quiet && tokens > merge_workers() {
+            start_helper(index, state, tokens); // while this worker holds its token
+        }
         unlock_worker_token(index, token);
         if merged > 0 {
-            *merged_any = true;
+            state.merged_any = true;
             step = Step::Merged;
         }
         if !matches!(step, Step::Merged) {
             step = if busy {
                 Step::Busy
-            } else if !*merged_any {
+            } else if !state.merged_any {
                 Step::Done
             } else if try_lock_merge(index) {
                 repair_reachability(index);
                 unlock_merge(index);
-                *merged_any = false;
+                state.merged_any = false;
                 Step::Done
             } else {
                 Step::Busy
@@ -297,4 +376,20 @@ fn merge_step(
     // transaction, which follows at once.
     unsafe { pg_sys::relation_close(index, lockmode) };
     step
+}
+
+/// Starts another worker for a quiet index while a token below `tokens` is free (the
+/// caller holds one) and enough of the buffer is left (at most once per [`RELAUNCH_PAUSE`]
+/// from this worker).
+fn start_helper(index: pg_sys::Relation, state: &mut WorkerState, tokens: usize) {
+    if state.helper_started.is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE) {
+        return;
+    }
+    let meta = read_meta(index);
+    if meta.merge_pages.saturating_add(meta.buffer_pages) < HELPER_MIN_PAGES {
+        return;
+    }
+    if matches!(launch_below(index, tokens, true), Launch::Started) {
+        state.helper_started = Some(Instant::now());
+    }
 }
