@@ -116,13 +116,14 @@ def autovacuums(conn) -> int:
 
 
 def merge_workers(conn) -> str:
-    """`omen.max_merge_workers`, and for -1 the count it means here: the cores the server may
-    use less one, at least 1, at most 2 (`merge_slots` in src/am/worker.rs)."""
+    """`omen.max_merge_workers`, and for -1 the counts it means here: the cores the server may
+    use less one, at least 1, at most 2, while rows arrive; every core, at most 2, once none
+    has arrived for a second (`merge_workers` and `quiet_merge_workers` in src/am/worker.rs)."""
     value = int(conn.execute("SHOW omen.max_merge_workers").fetchone()[0])
     if value != -1:
         return str(value)
     cores = len(os.sched_getaffinity(0))
-    return f"-1: {min(max(cores - 1, 1), 2)} on {cores} cores"
+    return f"-1: {min(max(cores - 1, 1), 2)} while rows arrive, {min(cores, 2)} after, on {cores} cores"
 
 
 def autogroup() -> str:
