@@ -54,6 +54,13 @@ TOKEN_HOLDERS = (
 )
 
 
+def wait_merged(conn) -> None:
+    """Waits until nothing is buffered and the merge workers are gone (the last one repairs
+    reachability before it exits)."""
+    wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
+    wait_for("the workers to exit", lambda: conn.execute(WORKERS).fetchone()[0] == 0, timeout=120)
+
+
 def nice_of(pid: int) -> int | None:
     """The nice value of process `pid` (field 19 of /proc/PID/stat), None if it is gone."""
     try:
@@ -122,9 +129,7 @@ def test_two_workers_merge_side_by_side(servers):
             for start in range(INITIAL, INITIAL + BUFFERED, 1000):
                 load(conn, "items", start, vectors[start : start + 1000])
                 time.sleep(0.3)
-            wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
-            # The last worker repairs reachability before it exits.
-            wait_for("the workers to exit", lambda: conn.execute(WORKERS).fetchone()[0] == 0, timeout=120)
+            wait_merged(conn)
     finally:
         stop.set()
         watcher.join()
@@ -294,8 +299,7 @@ def test_default_workers_leave_a_core_while_rows_arrive(servers):
             copying.set()
             load(conn, "items", INITIAL, vectors[INITIAL:])
             copying.clear()
-            wait_for("the buffer to be merged", lambda: info(conn)["buffered_entries"] == 0, timeout=300, interval=0.2)
-            wait_for("the workers to exit", lambda: conn.execute(WORKERS).fetchone()[0] == 0, timeout=120)
+            wait_merged(conn)
     finally:
         stop.set()
         watcher.join()
