@@ -17,16 +17,16 @@
    server is killed (`pg_ctl stop -m immediate`) and restarted: omen_check is ok, nodes
    plus buffered entries are the rows (none lost, none indexed twice), a full scan returns
    each row once; `omen_flush` then merges the rest to one node per row.
+3. A 20,000-entry buffer (nothing merged): 300 inserted rows are each their own nearest
+   neighbour, and for 50 queries the LIMIT 20 rows through the index are exactly the exact
+   top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
+   SQL.
 4. The default `omen.max_merge_workers` (-1): 30,000 rows COPYed into a 2,000-row indexed
    table (threshold 50). While the COPY runs, merge workers hold at most as many worker
    tokens at once (pg_locks, polled) as the cores less one (at most 2); once it is done,
    a worker that sees no buffer page filled for a second starts a helper, and as many
    hold tokens at once as there are cores (at most 2). Then the index checks out with one
    node per row.
-3. A 20,000-entry buffer (nothing merged): 300 inserted rows are each their own nearest
-   neighbour, and for 50 queries the LIMIT 20 rows through the index are exactly the exact
-   top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
-   SQL.
 """
 
 import itertools
@@ -52,6 +52,21 @@ TOKEN_HOLDERS = (
     "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'page' AND granted"
     " AND relation = 'items_v'::regclass AND page BETWEEN -17 AND -10"
 )
+
+
+def server_cores() -> int:
+    """The cores the server may use as Rust's `available_parallelism` counts them (what
+    `omen.max_merge_workers = -1` goes by): this process's CPU affinity, bounded by its
+    cgroup's CPU quota (cgroup v2 `cpu.max`; the server runs in the same cgroup)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        group = Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1]
+        quota, period = Path(f"/sys/fs/cgroup{group}/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(int(quota) // int(period), 1))
+    except (OSError, IndexError, ValueError):
+        pass  # no cgroup v2 quota: the affinity alone
+    return cores
 
 
 def wait_merged(conn) -> None:
@@ -263,7 +278,7 @@ def test_large_buffer_exact_order(server, dim, n_buffered):
 
 def test_default_workers_leave_a_core_while_rows_arrive(servers):
     rng = np.random.default_rng(5154)
-    cores = len(os.sched_getaffinity(0))
+    cores = server_cores()
     busy_workers, quiet_workers = min(max(cores - 1, 1), 2), min(cores, 2)
     server = servers.start("merge-workers-default", "max_worker_processes=16")
     rows = 30_000

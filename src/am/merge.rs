@@ -11,8 +11,10 @@
 //! up to 64 MiB): the searches of one merge cross the same neighbourhoods again and again.
 //!
 //! Parts: up to `omen.max_merge_workers` background workers merge one index at once, each
-//! holding one merge slot (`storage::merge_lock`) and merging that slot's [`Part`] of the
-//! merge segment: its pages at positions `slot, slot + parts, …`. A worker whose part is
+//! holding a worker token and one merge slot (`storage::merge_lock`) and merging that
+//! slot's [`Part`] of the merge segment: its pages at positions `slot, slot + parts, …`,
+//! for one part more than the workers (`worker::merge_parts`), so that an insert past the
+//! buffer's cap finds a part to merge a batch in. A worker whose part is
 //! done goes on with any other free slot's part. Whoever finishes the last part releases
 //! the segment (`release_merged` does it once: it checks the metapage still names the
 //! segment). Two merges never link the same entry: the entry moves from PENDING to LINKING
@@ -20,7 +22,7 @@
 //! finds it no longer PENDING writes no node. Graph writes of two merges interleave as
 //! concurrent in-place inserts do (page locks, `storage`).
 //!
-//! `omen_flush`, VACUUM, `omen_check` and an insert past the buffer's hard cap take every
+//! `omen_flush`, VACUUM, `omen_check` and an insert past twice the buffer's cap take every
 //! slot (`lock_merge`), waiting, and merge the whole segment alone. VACUUM holds them for
 //! its whole run, so it never sees a merge half done.
 //!

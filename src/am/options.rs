@@ -20,7 +20,8 @@ pub static INSERT_BUFFER_CAP: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
 /// `omen.max_merge_workers`: merge workers one index may have at once, each merging its
 /// own part of the insert buffer (`merge`); -1 (the default): the cores this server may use
-/// less one, at least 1 and at most [`AUTO_MAX_MERGE_WORKERS`] (`worker::merge_slots`).
+/// less one, at least 1 and at most [`AUTO_MAX_MERGE_WORKERS`] (`worker::merge_workers`);
+/// 0 counts as 1.
 pub static MAX_MERGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 /// The most merge workers per index `omen.max_merge_workers = -1` picks. Measured on two

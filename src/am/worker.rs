@@ -2,7 +2,7 @@
 //!
 //! An insert that finds the insert buffer past `buffer_threshold` (or a merge segment left
 //! waiting) starts a dynamic background worker for that index, unless a merge is running
-//! already (its merge lock is taken). Dynamic registration needs no
+//! already (every worker token or every merge slot is taken). Dynamic registration needs no
 //! `shared_preload_libraries`; with omendb preloaded the insert asks the one launcher
 //! (`launcher`) instead, which starts the workers for every database. Up to
 //! `omen.max_merge_workers` workers merge one index at once, each holding a worker token
@@ -33,7 +33,8 @@ use super::merge::{MergeCursor, merge_in_free_slot, repair_reachability, yield_b
 use super::options::{AUTO_MAX_MERGE_WORKERS, MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
 use crate::storage::layout::NO_BLOCK;
 use crate::storage::merge_lock::{
-    MAX_MERGE_SLOTS, try_lock_merge, try_lock_worker_token, unlock_merge, unlock_worker_token, worker_token_free,
+    MAX_MERGE_SLOTS, slot_free, try_lock_merge, try_lock_worker_token, unlock_merge, unlock_worker_token,
+    worker_token_free,
 };
 use crate::storage::page_store::{index_name, read_meta};
 
@@ -84,7 +85,7 @@ pub fn ensure_worker(index: pg_sys::Relation) -> bool {
 
 /// What [`launch`] did.
 enum Launch {
-    /// Every merge slot is taken; nothing was started.
+    /// Every worker token or every merge slot is taken; nothing was started.
     Running,
     /// A worker was registered, or requested from the launcher.
     Started,
@@ -132,17 +133,20 @@ pub fn merge_parts() -> usize {
 }
 
 /// Starts a merge worker for `index` (through the launcher when omendb is preloaded)
-/// unless every worker token is taken. Never waits.
+/// unless every worker token is taken, or every merge slot (a VACUUM, `omen_flush` or
+/// `omen_check` holds them all, or the merges in them leave no part free). Never waits.
 fn launch(index: pg_sys::Relation) -> Launch {
-    launch_below(index, merge_workers(), false)
+    launch_below(index, merge_workers(), None)
 }
 
-/// [`launch`], with `tokens` worker tokens; a `helper` is started directly (not through the
-/// launcher, whose requests name only the index).
-fn launch_below(index: pg_sys::Relation, tokens: usize, helper: bool) -> Launch {
-    if !worker_token_free(index, tokens) {
+/// [`launch`], with `tokens` worker tokens; for a helper, `held` is the token of the worker
+/// that starts it, and the helper is started directly (not through the launcher, whose
+/// requests name only the index).
+fn launch_below(index: pg_sys::Relation, tokens: usize, held: Option<usize>) -> Launch {
+    if !worker_token_free(index, tokens, held) || !slot_free(index, merge_parts()) {
         return Launch::Running;
     }
+    let helper = held.is_some();
     // SAFETY: an open relation's rd_id, and this backend's database.
     let (oid, db) = unsafe { ((*index).rd_id, pg_sys::MyDatabaseId) };
     let requested = !helper && super::launcher::request(db, oid);
@@ -289,8 +293,8 @@ enum Step {
     /// Merged entries: go on.
     Merged,
     /// Found nothing to merge in the free slots, but a slot was taken (another merge runs,
-    /// or a VACUUM or `omen_flush` waits for every slot): look again shortly, since what
-    /// that slot's part holds may be left to this worker.
+    /// or a VACUUM or `omen_flush` waits for every slot), or every worker token was taken:
+    /// look again shortly, since what that slot's part holds may be left to this worker.
     Busy,
     /// Nothing left (reachability repaired if this worker merged), or the index is gone.
     Done,
@@ -344,13 +348,23 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
         let quiet = state.appends.quiet(&meta);
         let tokens = if quiet { quiet_merge_workers() } else { merge_workers() };
         let Some(token) = try_lock_worker_token(index, tokens) else {
+            // Every token is taken. A worker that merged still owes the repair, which needs
+            // every slot, not a token: it does it if no merge runs now, and exits.
+            let step = if state.merged_any && try_lock_merge(index) {
+                repair_reachability(index);
+                unlock_merge(index);
+                state.merged_any = false;
+                Step::Done
+            } else {
+                Step::Busy
+            };
             // SAFETY: opened above with this lock mode.
             unsafe { pg_sys::relation_close(index, lockmode) };
-            return Step::Busy;
+            return step;
         };
         let (merged, busy) = merge_in_free_slot(index, &mut state.cursors[..merge_parts()], WORKER_BUDGET);
         if merged > 0 && quiet && tokens > merge_workers() {
-            start_helper(index, state, tokens); // while this worker holds its token
+            start_helper(index, state, tokens, token); // while this worker holds its token
         }
         unlock_worker_token(index, token);
         if merged > 0 {
@@ -378,10 +392,10 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
     step
 }
 
-/// Starts another worker for a quiet index while a token below `tokens` is free (the
-/// caller holds one) and enough of the buffer is left (at most once per [`RELAUNCH_PAUSE`]
+/// Starts another worker for a quiet index while a token below `tokens` other than the
+/// caller's `held` one is free and enough of the buffer is left (at most once per [`RELAUNCH_PAUSE`]
 /// from this worker).
-fn start_helper(index: pg_sys::Relation, state: &mut WorkerState, tokens: usize) {
+fn start_helper(index: pg_sys::Relation, state: &mut WorkerState, tokens: usize, held: usize) {
     if state.helper_started.is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE) {
         return;
     }
@@ -389,7 +403,7 @@ fn start_helper(index: pg_sys::Relation, state: &mut WorkerState, tokens: usize)
     if meta.merge_pages.saturating_add(meta.buffer_pages) < HELPER_MIN_PAGES {
         return;
     }
-    if matches!(launch_below(index, tokens, true), Launch::Started) {
-        state.helper_started = Some(Instant::now());
+    if !matches!(launch_below(index, tokens, Some(held)), Launch::Running) {
+        state.helper_started = Some(Instant::now()); // started, or failed: not again at once
     }
 }

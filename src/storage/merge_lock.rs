@@ -2,11 +2,11 @@
 //!
 //! Heavyweight locks (`LockPage`) on pseudo pages of the index that no buffer ever holds,
 //! one per merge *slot*: slot `k` is block `MERGE_LOCK_BLOCK - k`, for `k` below
-//! [`MAX_MERGE_SLOTS`]. A merge worker takes one slot without waiting
-//! (`ConditionalLockPage`) and merges that slot's part of the merge segment
-//! (`am::merge`), so up to `omen.max_merge_workers` workers merge one index side by side.
-//! `omen_flush`, VACUUM, `omen_check` and an insert past `omen.insert_buffer_cap` take
-//! every slot, in slot order, waiting: they run alone. Nobody takes a slot while holding
+//! [`MAX_MERGE_SLOTS`]. A merge worker, or an insert past `omen.insert_buffer_cap`, takes
+//! one slot without waiting (`ConditionalLockPage`) and merges that slot's part of the
+//! merge segment (`am::merge`), so several merges run on one index side by side.
+//! `omen_flush`, VACUUM, `omen_check` and an insert past twice the cap take every slot, in
+//! slot order, waiting: they run alone. Nobody takes a slot while holding
 //! another out of order, or while a buffer content lock is held, so the slots take no part
 //! in the page lock order (`storage`) and cannot deadlock among themselves.
 //!
@@ -65,16 +65,28 @@ pub fn unlock_worker_token(index: pg_sys::Relation, token: usize) {
     unsafe { pg_sys::UnlockPage(index, token_block(token), MODE) };
 }
 
-/// Whether a worker token below `tokens` is free now (taken and released at once): whether
-/// another merge worker may start.
-pub fn worker_token_free(index: pg_sys::Relation, tokens: usize) -> bool {
-    match try_lock_worker_token(index, tokens) {
-        Some(token) => {
+/// Whether a worker token below `tokens` other than `held` (the caller's own: the lock
+/// manager grants a process a lock it holds again) is free now, taken and released at once.
+pub fn worker_token_free(index: pg_sys::Relation, tokens: usize, held: Option<usize>) -> bool {
+    (0..tokens.min(MAX_MERGE_SLOTS)).filter(|&token| Some(token) != held).any(|token| {
+        // SAFETY: as in `try_lock_slot`.
+        let free = unsafe { pg_sys::ConditionalLockPage(index, token_block(token), MODE) };
+        if free {
             unlock_worker_token(index, token);
-            true
         }
-        None => false,
-    }
+        free
+    })
+}
+
+/// Whether some slot below `slots` is free now (taken and released at once).
+pub fn slot_free(index: pg_sys::Relation, slots: usize) -> bool {
+    (0..slots.min(MAX_MERGE_SLOTS)).any(|slot| {
+        let free = try_lock_slot(index, slot);
+        if free {
+            unlock_slot(index, slot);
+        }
+        free
+    })
 }
 
 /// Takes every merge slot of `index`, in slot order, waiting for each: no merge runs until
