@@ -350,14 +350,7 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
         let Some(token) = try_lock_worker_token(index, tokens) else {
             // Every token is taken. A worker that merged still owes the repair, which needs
             // every slot, not a token: it does it if no merge runs now, and exits.
-            let step = if state.merged_any && try_lock_merge(index) {
-                repair_reachability(index);
-                unlock_merge(index);
-                state.merged_any = false;
-                Step::Done
-            } else {
-                Step::Busy
-            };
+            let step = if state.merged_any { repair_if_free(index, state) } else { Step::Busy };
             // SAFETY: opened above with this lock mode.
             unsafe { pg_sys::relation_close(index, lockmode) };
             return step;
@@ -376,13 +369,8 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
                 Step::Busy
             } else if !state.merged_any {
                 Step::Done
-            } else if try_lock_merge(index) {
-                repair_reachability(index);
-                unlock_merge(index);
-                state.merged_any = false;
-                Step::Done
             } else {
-                Step::Busy
+                repair_if_free(index, state)
             };
         }
     }
@@ -390,6 +378,18 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
     // transaction, which follows at once.
     unsafe { pg_sys::relation_close(index, lockmode) };
     step
+}
+
+/// Repairs reachability (owed by a worker that merged) if no merge runs now, taking every
+/// slot without waiting: Done; otherwise Busy, to look again shortly.
+fn repair_if_free(index: pg_sys::Relation, state: &mut WorkerState) -> Step {
+    if !try_lock_merge(index) {
+        return Step::Busy;
+    }
+    repair_reachability(index);
+    unlock_merge(index);
+    state.merged_any = false;
+    Step::Done
 }
 
 /// Starts another worker for a quiet index while a token below `tokens` other than the
