@@ -275,28 +275,24 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         merge_all(index);
         unlock_merge(index);
     }
-    if !deleted_any {
-        // SAFETY: `stats` is valid (above); VACUUM passes a valid info.
-        unsafe {
-            (*stats).num_pages = block_count(index);
-            (*stats).num_index_tuples = (*info).num_heap_tuples;
-            (*stats).estimated_count = true;
-        }
-        return stats;
-    }
     let meta = read_meta(index);
     let mut live = 0f64;
-    if meta.dims > 0 {
+    if deleted_any && meta.dims > 0 {
         PageStore::new(index, &meta).for_each_node(|_, node| {
             if !node.is_deleted() {
                 live += 1.0;
             }
         });
     }
-    // SAFETY: `stats` is valid (above).
+    // SAFETY: `stats` is valid (above); VACUUM passes a valid info.
     unsafe {
         (*stats).num_pages = block_count(index);
-        (*stats).num_index_tuples = live;
+        if deleted_any {
+            (*stats).num_index_tuples = live;
+        } else {
+            (*stats).num_index_tuples = (*info).num_heap_tuples;
+            (*stats).estimated_count = true;
+        }
     }
     stats
 }

@@ -49,29 +49,38 @@ const RELAUNCH_PAUSE: Duration = Duration::from_secs(1);
 thread_local! {
     /// Whether this backend already logged that it could not start a worker.
     static LAUNCH_FAILURE_LOGGED: Cell<bool> = const { Cell::new(false) };
-    /// When this backend last started a worker, per index OID.
+    /// When this process last started a worker (or failed to), per index OID: a backend's
+    /// inserts, or a worker's helper (`launch_throttled`).
     static LAST_LAUNCH: RefCell<HashMap<u32, Instant>> = RefCell::new(HashMap::new());
 }
 
 /// Starts a merge worker for `index` unless a merge is running. Never waits.
 pub fn request_merge(index: pg_sys::Relation) {
-    // SAFETY: an open relation's rd_id.
-    let oid = unsafe { (*index).rd_id }.to_u32();
-    if LAST_LAUNCH.with_borrow(|l| l.get(&oid).is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE)) {
-        return; // this backend started one a moment ago; it goes on until the buffer is empty
-    }
-    let launched = launch(index);
-    if !matches!(launched, Launch::Running) {
-        // Started or failed: either way, not again from this backend for a moment.
-        LAST_LAUNCH.with_borrow_mut(|l| l.insert(oid, Instant::now()));
-    }
-    if matches!(launched, Launch::Failed) && !LAUNCH_FAILURE_LOGGED.replace(true) {
+    let launched = launch_throttled(index, merge_workers(), None);
+    if matches!(launched, Some(Launch::Failed)) && !LAUNCH_FAILURE_LOGGED.replace(true) {
         pgrx::log!(
             "omen index \"{}\": could not start a merge worker (max_worker_processes is exhausted); \
              VACUUM or omen_flush() will merge its insert buffer",
             index_name(index)
         );
     }
+}
+
+/// [`launch_below`], unless this process started a worker for `index` (or failed to) less
+/// than [`RELAUNCH_PAUSE`] ago: None then. The worker it started goes on until the buffer is
+/// empty.
+fn launch_throttled(index: pg_sys::Relation, tokens: usize, held: Option<usize>) -> Option<Launch> {
+    // SAFETY: an open relation's rd_id.
+    let oid = unsafe { (*index).rd_id }.to_u32();
+    if LAST_LAUNCH.with_borrow(|l| l.get(&oid).is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE)) {
+        return None;
+    }
+    let launched = launch_below(index, tokens, held);
+    if !matches!(launched, Launch::Running) {
+        // Started or failed: either way, not again from this process for a moment.
+        LAST_LAUNCH.with_borrow_mut(|l| l.insert(oid, Instant::now()));
+    }
+    Some(launched)
 }
 
 /// For autovacuum: whether a merge worker takes care of the buffer of `index` (it is empty,
@@ -176,7 +185,6 @@ pub extern "C-unwind" fn omen_merge_worker_main(arg: pg_sys::Datum) {
         named: false,
         merged_any: false,
         appends: AppendWatch::new(helper),
-        helper_started: None,
     };
     let mut waits = 0;
     while !BackgroundWorker::sigterm_received() {
@@ -248,8 +256,6 @@ struct WorkerState {
     /// Whether this worker merged entries since it last repaired reachability.
     merged_any: bool,
     appends: AppendWatch,
-    /// When this worker last started another one for a quiet index.
-    helper_started: Option<Instant>,
 }
 
 /// Whether rows are being inserted into the index: the append segment's position in the
@@ -357,7 +363,7 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
         };
         let (merged, busy) = merge_in_free_slot(index, &mut state.cursors[..merge_parts()], WORKER_BUDGET);
         if merged > 0 && quiet && tokens > merge_workers() {
-            start_helper(index, state, tokens, token); // while this worker holds its token
+            start_helper(index, tokens, token); // while this worker holds its token
         }
         unlock_worker_token(index, token);
         if merged > 0 {
@@ -395,15 +401,9 @@ fn repair_if_free(index: pg_sys::Relation, state: &mut WorkerState) -> Step {
 /// Starts another worker for a quiet index while a token below `tokens` other than the
 /// caller's `held` one is free and enough of the buffer is left (at most once per [`RELAUNCH_PAUSE`]
 /// from this worker).
-fn start_helper(index: pg_sys::Relation, state: &mut WorkerState, tokens: usize, held: usize) {
-    if state.helper_started.is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE) {
-        return;
-    }
+fn start_helper(index: pg_sys::Relation, tokens: usize, held: usize) {
     let meta = read_meta(index);
-    if meta.merge_pages.saturating_add(meta.buffer_pages) < HELPER_MIN_PAGES {
-        return;
-    }
-    if !matches!(launch_below(index, tokens, Some(held)), Launch::Running) {
-        state.helper_started = Some(Instant::now()); // started, or failed: not again at once
+    if meta.merge_pages.saturating_add(meta.buffer_pages) >= HELPER_MIN_PAGES {
+        launch_throttled(index, tokens, Some(held));
     }
 }
