@@ -96,3 +96,52 @@ def test_rows_come_back_in_exact_order(server, dataset):
                     assert all(a <= b for a, b in itertools.pairwise(d)), f"{ops}, LIMIT {limit}: out of order: {d}"
             conn.execute("RESET enable_seqscan")
             conn.execute("DROP INDEX items_v")
+
+
+def unit_vectors(conn, index: str) -> bool:
+    """Whether `index` stores unit vectors (omen_index_info's JSON; not one of its columns)."""
+    return conn.execute(
+        "SELECT (omen_index_info_json(%s::regclass)::text::json->>'unit_vectors')::boolean", (index,)
+    ).fetchone()[0]
+
+
+def test_cosine_ranks_rows_of_any_length(server, dataset):
+    """A cosine index stores its vectors scaled to unit length and ranks by 1 - a·b: rows
+    (and queries) whose lengths span four orders of magnitude come back in exact cosine
+    order, from the graph (build) and from the insert buffer alike, before and after the
+    buffer is merged; an L2 index keeps its vectors as they are."""
+    base, queries, _ = dataset("siftsmall")
+    rng = np.random.default_rng(5)
+    rows = (base[:7000] * rng.uniform(0.01, 100, (7000, 1))).astype(np.float32)
+    probes = (queries[:50] * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    truth = exact_topk(unit, probes / np.linalg.norm(probes, axis=1, keepdims=True), K)
+    db = server.create_db("omen_cosine_lengths")
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE items (id int, v vector(128))")
+        load(conn, "items", 0, rows[:6000])
+        conn.execute("CREATE INDEX l2 ON items USING omen (v)")
+        assert unit_vectors(conn, "l2") is False
+        conn.execute("DROP INDEX l2")
+        conn.execute("CREATE INDEX items_v ON items USING omen (v vector_cosine_ops) WITH (buffer_threshold = 100000)")
+        assert unit_vectors(conn, "items_v") is True
+        load(conn, "items", 6000, rows[6000:])
+        assert conn.execute("SELECT buffered_entries FROM omen_index_info('items_v')").fetchone()[0] == 1000
+        conn.execute("SET enable_seqscan = off")
+        sql = f"SELECT id, v <=> %s::vector AS d FROM (SELECT id, v FROM items ORDER BY v <=> %s::vector LIMIT {K}) s"
+        assert "items_v" in plan(conn, sql, (vec_text(probes[0]),) * 2)
+        for stage in ("buffered", "merged"):
+            hits = 0
+            for q, gt in zip(probes, truth, strict=True):
+                t = vec_text(q)
+                got = conn.execute(sql, (t, t)).fetchall()
+                d = [r[1] for r in got]
+                assert all(a <= b + 1e-6 for a, b in itertools.pairwise(d)), f"{stage}: out of order: {d}"
+                hits += len({r[0] for r in got} & set(gt))
+            r = hits / (K * len(probes))
+            say(f"cosine over rows of any length, {stage}: recall@{K} {r:.4f}")
+            assert r >= 0.95, f"{stage}: recall@{K} {r:.4f}"
+            if stage == "buffered":
+                conn.execute("SELECT omen_flush('items_v')")
+                check = omen_check(conn, "items_v")
+                assert check["nodes"] == 7000 and check["buffered"] == 0, check

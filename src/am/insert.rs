@@ -58,6 +58,7 @@ pub unsafe extern "C-unwind" fn aminsert(
 /// merge when the buffer has grown past `threshold` or the cap.
 fn insert_buffered(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32], threshold: usize) {
     let Some(meta) = checked_meta(index, v) else { return };
+    let v = &*meta.stored_vector(v);
     let quantizer = cached_quantizer(index, &meta);
     let mut code = vec![0u8; insert_buffer::code_bytes(v.len())];
     quantizer.encode(v, &mut code);
@@ -181,6 +182,7 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
 /// Inserts `v` with heap TID `tid` into the graph of `index`.
 pub fn insert_vector(index: pg_sys::Relation, tid: &pg_sys::ItemPointerData, v: &[f32]) {
     let Some(mut meta) = checked_meta(index, v) else { return };
+    let v = &*meta.stored_vector(v);
     let mut store = PageStore::new(index, &meta);
     // The insert's prunes read the same candidates' vectors again and again.
     store.cache_vectors();

@@ -197,12 +197,13 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
     close_index(index);
     cstring_datum(&format!(
         "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"free_slots\": {free}, \"pages\": {}, \"average_degree\": {avg:.3}, \
-         \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"max_neighbors\": {}, \
+         \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"unit_vectors\": {}, \"max_neighbors\": {}, \
          \"build_list_size\": {}, \"alpha\": {}, \"buffered_entries\": {buffered}, \"buffer_pages\": {buffer_pages}, \
          \"merges_done\": {}, \"merged_entries\": {}, \"last_merge_epoch\": {last_merge}, \"last_merge_ms\": {}}}",
         block_count(index),
         meta.dims,
         json_str(metric_name(&meta)),
+        meta.unit_vectors != 0,
         meta.max_neighbors,
         meta.build_list_size,
         meta.alpha,

@@ -244,14 +244,14 @@ fn merge_batch(store: &mut PageStore, batch: &[Entry], segment: u32) -> Vec<(u32
     let index = store.index;
     let mut meta = read_meta(index);
     let params = meta.params();
-    let metric = meta.metric();
+    let ranking = meta.ranking();
     let mut search = BeamSearch::new();
     let mut placed: Vec<(NodeId, usize)> = Vec::new();
     let mut links: Vec<(NodeId, Vec<NodeId>, (u32, u16))> = Vec::new();
     for (i, e) in batch.iter().enumerate() {
         let node = if e.header.state == PENDING {
             let extra: Vec<(NodeId, f32)> =
-                placed.iter().map(|&(id, j)| (id, metric.rank_distance(&batch[j].vector, &e.vector))).collect();
+                placed.iter().map(|&(id, j)| (id, ranking.rank(&batch[j].vector, &e.vector))).collect();
             let out = if meta.entry == NO_NODE {
                 Vec::new()
             } else {

@@ -18,7 +18,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use omen_core::distance::Metric;
+use omen_core::distance::{Metric, normalize};
 use omen_core::quant::PreparedQuery;
 
 use omen_core::graph::{BeamSearch, NodeId};
@@ -189,8 +189,10 @@ fn queue_new_results(state: &mut ScanState) {
 }
 
 /// Reads the insert buffer's PENDING and LINKING rows with their distances to `query`;
-/// returns the metapage it read. An ERROR if the index has other dimensions than `query`.
-fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
+/// returns the metapage it read. Scales `query` to unit length first when the index stores
+/// unit vectors ([`Meta::stored_vector`]). An ERROR if the index has other dimensions than
+/// `query`.
+fn read_buffer(state: &mut ScanState, query: &mut [f32]) -> Meta {
     let meta = read_meta(state.index);
     if meta.dims as usize != query.len() {
         if meta.dims != 0 {
@@ -202,16 +204,20 @@ fn read_buffer(state: &mut ScanState, query: &[f32]) -> Meta {
         }
         return meta;
     }
+    let ranking = meta.ranking();
+    if ranking.unit_cosine {
+        normalize(query);
+    }
+    let query = &*query;
     if meta.buffer_tail == NO_BLOCK && meta.merge_tail == NO_BLOCK {
         return meta;
     }
-    let metric: Metric = meta.metric();
-    if metric == Metric::L1 {
+    if ranking.metric == Metric::L1 {
         // L1 has no code estimate (the codes estimate L2): every row is ranked exactly.
         let ScanState { buffered, buffered_tids, .. } = state;
         insert_buffer::for_each_entry(state.index, &meta, |_, h, _, v| {
             if (h.state == PENDING || h.state == LINKING) && buffered_tids.insert(tid_key(&tid_of(&h.tid))) {
-                buffered.push((not_nan(metric.rank_distance(v, query)), tid_of(&h.tid)));
+                buffered.push((not_nan(ranking.rank(v, query)), tid_of(&h.tid)));
             }
         });
     } else {
@@ -265,7 +271,7 @@ fn not_nan(d: f32) -> f32 {
 /// PENDING or LINKING that the graph did not return. A row whose page was released
 /// meanwhile was merged: the graph holds it.
 fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
-    let metric = meta.metric();
+    let ranking = meta.ranking();
     let dims = meta.dims as usize;
     let by_estimate = |a: &BufferCandidate, b: &BufferCandidate| a.estimate.total_cmp(&b.estimate);
     loop {
@@ -299,7 +305,7 @@ fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
                 if h.state == DEAD {
                     done.push(offset);
                 } else if !graph_tids.contains(&tid_key(&tid)) && buffered_tids.insert(tid_key(&tid)) {
-                    buffered.push((not_nan(metric.rank_distance(v, query)), tid));
+                    buffered.push((not_nan(ranking.rank(v, query)), tid));
                     *buffer_ranked += 1;
                 }
             });
@@ -317,8 +323,8 @@ fn rank_buffer(state: &mut ScanState, query: &[f32], meta: &Meta) {
 pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
     // SAFETY: `scan` is ours (ambeginscan).
     let state = unsafe { &mut *(*scan).opaque.cast::<ScanState>() };
-    let Some(query) = state.query.take() else { return false };
-    let found = next_tuple(state, &query);
+    let Some(mut query) = state.query.take() else { return false };
+    let found = next_tuple(state, &mut query);
     state.query = Some(query);
     match found {
         Some(tid) => {
@@ -334,7 +340,9 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
     }
 }
 
-fn next_tuple(state: &mut ScanState, query: &[f32]) -> Option<pg_sys::ItemPointerData> {
+/// The next row of the scan; `query` is the ORDER BY argument, scaled by the first call
+/// as the index stores vectors (`read_buffer`).
+fn next_tuple(state: &mut ScanState, query: &mut [f32]) -> Option<pg_sys::ItemPointerData> {
     if !state.started {
         state.started = true;
         state.list_size = SEARCH_LIST_SIZE.get().max(1) as usize;

@@ -11,7 +11,7 @@
 //! pointing at it copy) lives in a vector record on a vector page, read only when the node
 //! itself is expanded (for its exact distance) or by the graph's writers.
 
-use omen_core::distance::Metric;
+use omen_core::distance::{Metric, Ranking, normalize};
 use omen_core::graph::{GraphParams, NodeId};
 
 /// Block number of the metapage.
@@ -117,12 +117,34 @@ pub struct Meta {
     /// Tells this build's centroid from another's (the build's start time): backends cache
     /// the quantizer under the index's OID and this.
     pub build_id: i64,
+    /// 1: a cosine index whose vectors (nodes and buffer entries) are stored scaled to unit
+    /// length, ranked by `1 - a·b` ([`Ranking`]); 0: stored as given (indexes built before
+    /// this field, whose metapage holds zero here), ranked by the cosine kernel.
+    pub unit_vectors: u32,
+    pub reserved: u32,
 }
 
 impl Meta {
     /// The metric stored at build time.
     pub fn metric(&self) -> Metric {
         Metric::from_code(self.metric as u8).unwrap_or(Metric::L2)
+    }
+
+    /// How exact distances between this index's stored vectors (and a query prepared by
+    /// [`Meta::stored_vector`]) are ranked.
+    pub fn ranking(&self) -> Ranking {
+        Ranking::new(self.metric(), self.unit_vectors != 0)
+    }
+
+    /// `v` as this index stores it: scaled to unit length in a cosine index that stores
+    /// unit vectors, else `v` itself (a zero vector is left as it is).
+    pub fn stored_vector<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        if !self.ranking().unit_cosine {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        let mut unit = v.to_vec();
+        normalize(&mut unit);
+        std::borrow::Cow::Owned(unit)
     }
 
     /// The graph parameters the index was built with (its metapage, not its current

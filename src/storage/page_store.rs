@@ -2,7 +2,7 @@
 //! and lets the page go (see the lock protocol in `storage`); a new node locks its node
 //! page, then its vector page (then the insert-buffer page it comes from).
 
-use omen_core::distance::Metric;
+use omen_core::distance::Ranking;
 use omen_core::graph::{GraphStore, NodeId};
 use omen_core::quant::{PreparedQuery, Quantizer};
 use pgrx::pg_sys;
@@ -379,7 +379,9 @@ pub type Link<'a> = (u32, &'a mut dyn FnMut(*mut u8, NodeId) -> bool);
 pub struct PageStore {
     pub index: pg_sys::Relation,
     pub layout: Layout,
-    pub metric: Metric,
+    /// How exact distances are ranked ([`Meta::ranking`]): queries and entries given to
+    /// this store are vectors as the index stores them ([`Meta::stored_vector`]).
+    pub ranking: Ranking,
     pub quantizer: std::rc::Rc<Quantizer>,
     prepared: PreparedQuery,
     query: Vec<f32>,
@@ -427,7 +429,7 @@ impl PageStore {
         PageStore {
             index,
             layout,
-            metric: meta.metric(),
+            ranking: meta.ranking(),
             quantizer: cached_quantizer(index, meta),
             prepared: PreparedQuery::default(),
             query: Vec::new(),
@@ -936,8 +938,8 @@ impl PageStore {
 impl GraphStore for PageStore {
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
         self.maybe_yield();
-        let metric = self.metric;
-        let (d, live) = self.with_vector(id, |v, live| (metric.rank_distance(v, query), live));
+        let ranking = self.ranking;
+        let (d, live) = self.with_vector(id, |v, live| (ranking.rank(v, query), live));
         self.last_live = (id, live);
         if d.is_nan() { f32::INFINITY } else { d }
     }
@@ -1048,17 +1050,17 @@ impl GraphStore for PageStore {
             let inline = self.layout.inline_vectors.then(|| {
                 // SAFETY: the same share-locked page and offset; the slices die with the guard.
                 let (_, v) = unsafe { vector_at(guard.page(), offset, &self.layout) };
-                self.metric.rank_distance(v, &self.query)
+                self.ranking.rank(v, &self.query)
             });
             (node.vector_location(), !node.is_deleted(), inline)
         };
         let (location, live, inline) = location_live;
-        let metric = self.metric;
+        let ranking = self.ranking;
         let query = std::mem::take(&mut self.query);
         let exact = match (inline, self.cache.as_ref().and_then(|c| c.map.get(&id))) {
             (Some(d), _) => d,
-            (None, Some((v, _))) => metric.rank_distance(v, &query),
-            (None, None) => self.read_vector_record(location, |_, v| metric.rank_distance(v, &query)),
+            (None, Some((v, _))) => ranking.rank(v, &query),
+            (None, None) => self.read_vector_record(location, |_, v| ranking.rank(v, &query)),
         };
         self.query = query;
         let exact = if exact.is_nan() { f32::INFINITY } else { exact };

@@ -64,6 +64,47 @@ impl Metric {
     }
 }
 
+/// How exact distances are ranked: by the metric's [`Metric::rank_distance`], or, for
+/// cosine over vectors of unit length, by `1 - a·b`: the same distance up to float
+/// rounding, from an inner product instead of three sums and a normalization (the cosine
+/// kernel took 30–34% of a build's time at 24 and 384 dimensions, and 22% of a merge's).
+/// A cosine index stores its vectors normalized ([`normalize`]) and ranks this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranking {
+    pub metric: Metric,
+    /// Cosine, and every vector ranked (query included) has unit length.
+    pub unit_cosine: bool,
+}
+
+impl Ranking {
+    /// `metric`'s ranking; `unit_vectors` says every vector ranked has unit length (only
+    /// used for cosine).
+    pub fn new(metric: Metric, unit_vectors: bool) -> Ranking {
+        Ranking { metric, unit_cosine: unit_vectors && metric == Metric::Cosine }
+    }
+
+    /// A value that orders like the metric's distance between `a` and `b`.
+    #[inline]
+    pub fn rank(self, a: &[f32], b: &[f32]) -> f32 {
+        if self.unit_cosine {
+            (1.0 - inner_product(a, b)).clamp(0.0, 2.0) as f32
+        } else {
+            self.metric.rank_distance(a, b)
+        }
+    }
+}
+
+/// Scales `v` to unit length in place (the sum of squares in `f64`, so no finite vector
+/// overflows); false, leaving `v` as it was, for a zero vector.
+pub fn normalize(v: &mut [f32]) -> bool {
+    let n = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    if n == 0.0 || !n.is_finite() {
+        return false;
+    }
+    v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+    true
+}
+
 /// Squared Euclidean distance.
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f64 {
@@ -201,5 +242,27 @@ mod tests {
             prop_assert!(c.is_nan() == p.is_nan());
             if !p.is_nan() { prop_assert!((c - p).abs() < 1e-3, "{c} vs {p}"); }
         }
+    }
+
+    #[test]
+    fn unit_ranking_is_cosine_distance_over_normalized_vectors() {
+        let (a, b) = ([3.0f32, -4.0, 12.0, 0.5], [-1.0f32, 2.0, 0.25, 7.0]);
+        let (mut na, mut nb) = (a, b);
+        assert!(normalize(&mut na) && normalize(&mut nb));
+        assert!((norm(&na) - 1.0).abs() < 1e-6, "{}", norm(&na));
+        let unit = Ranking::new(Metric::Cosine, true);
+        assert!(unit.unit_cosine);
+        assert!((unit.rank(&na, &nb) as f64 - cosine_distance(&a, &b)).abs() < 1e-6);
+        // Only cosine ranks by the inner product; the others keep their own distance.
+        let l2 = Ranking::new(Metric::L2, true);
+        assert!(!l2.unit_cosine);
+        assert_eq!(l2.rank(&a, &b), Metric::L2.rank_distance(&a, &b));
+        let mut zero = [0.0f32; 4];
+        assert!(!normalize(&mut zero));
+        assert_eq!(zero, [0.0; 4]);
+        // Coordinates whose squares overflow f32 still normalize.
+        let mut huge = [3e38f32, 3e38, 0.0, 0.0];
+        assert!(normalize(&mut huge));
+        assert!((huge[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6, "{huge:?}");
     }
 }

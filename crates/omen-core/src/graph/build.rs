@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::{BeamSearch, CodedStore, GraphParams, GraphStore, NodeId, robust_prune, sane};
-use crate::distance::{Metric, inner_product, norm};
+use crate::distance::{Metric, Ranking, norm};
 use crate::quant::Quantizer;
 
 /// During the build a list may grow to `BUILD_SLACK · R` by back-edges before it is pruned
@@ -48,36 +48,16 @@ pub struct BuiltGraph {
     pub codes: Vec<u8>,
 }
 
-/// How a build computes its exact distances: the metric's own, but for cosine over vectors
-/// that are all of unit length, as sentence embeddings mostly are, `1 - a·b` (the same
-/// distance, up to float rounding): an inner product instead of three sums and a
-/// normalization. Exact distances took 30–34% of a build's time on debian-minilm-384 and
-/// on a 24-dimension projection of it, in the cosine kernel.
-#[derive(Clone, Copy)]
-struct Space {
-    metric: Metric,
-    unit_cosine: bool,
-}
-
-/// How far from 1 a vector's length may be for [`Space::unit_cosine`]: float32 vectors
-/// normalized by their producer are within 1e-6.
+/// How far from 1 a vector's length may be for a build to rank cosine by `1 - a·b`
+/// ([`Ranking`]): float32 vectors normalized by their producer (or by the index) are within
+/// 1e-6.
 const UNIT_TOLERANCE: f64 = 1e-4;
 
-impl Space {
-    fn of(vectors: &[f32], dim: usize, metric: Metric) -> Space {
-        let unit_cosine =
-            metric == Metric::Cosine && vectors.par_chunks(dim).all(|v| (norm(v) - 1.0).abs() <= UNIT_TOLERANCE);
-        Space { metric, unit_cosine }
-    }
-
-    #[inline]
-    fn distance(self, a: &[f32], b: &[f32]) -> f32 {
-        if self.unit_cosine {
-            (1.0 - inner_product(a, b)).clamp(0.0, 2.0) as f32
-        } else {
-            self.metric.rank_distance(a, b)
-        }
-    }
+/// The ranking of a build over `vectors`: [`Ranking::unit_cosine`] when the metric is
+/// cosine and every vector has unit length.
+fn ranking_of(vectors: &[f32], dim: usize, metric: Metric) -> Ranking {
+    let unit = metric == Metric::Cosine && vectors.par_chunks(dim).all(|v| (norm(v) - 1.0).abs() <= UNIT_TOLERANCE);
+    Ranking::new(metric, unit)
 }
 
 /// A read-only view of the graph being built, shared by the parallel searches.
@@ -85,7 +65,7 @@ impl Space {
 struct Frozen<'a> {
     vectors: &'a [f32],
     dim: usize,
-    space: Space,
+    ranking: Ranking,
     neighbors: &'a [Vec<NodeId>],
 }
 
@@ -100,7 +80,7 @@ impl<'a> Frozen<'a> {
 impl GraphStore for Frozen<'_> {
     #[inline]
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
-        self.space.distance(self.vec(id), query)
+        self.ranking.rank(self.vec(id), query)
     }
 
     fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
@@ -185,7 +165,7 @@ pub fn build_coded(
     let coded = quantizer.filter(|q| q.cheaper_than_vectors()).map(|q| (q, codes.as_slice()));
 
     let entry = medoid(vectors, dim, params.metric);
-    let space = Space::of(vectors, dim, params.metric);
+    let ranking = ranking_of(vectors, dim, params.metric);
     let order = permutation(n, seed);
     let mut graph: Vec<Vec<NodeId>> = vec![Vec::new(); n];
     let max_batch = (n / 50).max(1);
@@ -197,7 +177,7 @@ pub fn build_coded(
             return None;
         }
         let end = (start + batch).min(n);
-        link_batch(&order[start..end], vectors, dim, space, &mut graph, entry, params.alpha, params, coded);
+        link_batch(&order[start..end], vectors, dim, ranking, &mut graph, entry, params.alpha, params, coded);
         done += end - start;
         progress(done, total);
         start = end;
@@ -206,8 +186,8 @@ pub fn build_coded(
     if should_stop() {
         return None;
     }
-    prune_overfull(vectors, dim, space, &mut graph, params);
-    connect_unreachable(vectors, dim, space, &mut graph, entry, params);
+    prune_overfull(vectors, dim, ranking, &mut graph, params);
+    connect_unreachable(vectors, dim, ranking, &mut graph, entry, params);
     Some(BuiltGraph { neighbors: graph, entry, codes })
 }
 
@@ -217,14 +197,14 @@ fn link_batch(
     batch: &[NodeId],
     vectors: &[f32],
     dim: usize,
-    space: Space,
+    ranking: Ranking,
     graph: &mut [Vec<NodeId>],
     entry: NodeId,
     alpha: f32,
     params: &GraphParams,
     coded: Option<(&Quantizer, &[u8])>,
 ) {
-    let frozen = Frozen { vectors, dim, space, neighbors: graph };
+    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
     let out_lists: Vec<Vec<NodeId>> = batch
         .par_iter()
         .map_init(
@@ -259,7 +239,7 @@ fn link_batch(
         batch.iter().flat_map(|&p| graph[p as usize].iter().map(move |&j| (j, p))).collect();
     pairs.par_sort_unstable();
     let groups: Vec<&[(NodeId, NodeId)]> = pairs.chunk_by(|a, b| a.0 == b.0).collect();
-    let frozen = Frozen { vectors, dim, space, neighbors: graph };
+    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
     let slack = BUILD_SLACK * params.max_neighbors;
     let updates: Vec<(NodeId, Vec<NodeId>)> = groups
         .par_iter()
@@ -290,8 +270,8 @@ fn prune_list(mut store: Frozen<'_>, j: NodeId, list: &[NodeId], alpha: f32, par
 }
 
 /// The final sweep: prune every list longer than `R` (grown by back-edges) back to `R`.
-fn prune_overfull(vectors: &[f32], dim: usize, space: Space, graph: &mut [Vec<NodeId>], params: &GraphParams) {
-    let frozen = Frozen { vectors, dim, space, neighbors: graph };
+fn prune_overfull(vectors: &[f32], dim: usize, ranking: Ranking, graph: &mut [Vec<NodeId>], params: &GraphParams) {
+    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
     let updates: Vec<(usize, Vec<NodeId>)> = graph
         .par_iter()
         .enumerate()
@@ -320,7 +300,7 @@ fn prune_overfull(vectors: &[f32], dim: usize, space: Space, graph: &mut [Vec<No
 fn connect_unreachable(
     vectors: &[f32],
     dim: usize,
-    space: Space,
+    ranking: Ranking,
     graph: &mut [Vec<NodeId>],
     entry: NodeId,
     params: &GraphParams,
@@ -348,7 +328,7 @@ fn connect_unreachable(
             continue;
         }
         let u = u as NodeId;
-        let mut store = Frozen { vectors, dim, space, neighbors: graph };
+        let mut store = Frozen { vectors, dim, ranking, neighbors: graph };
         let v = store.vec(u);
         search.start(&mut store, v, entry);
         search.run(&mut store, v, params.build_list_size);
@@ -442,19 +422,15 @@ pub(crate) fn permutation(n: usize, seed: u64) -> Vec<NodeId> {
 }
 
 #[cfg(test)]
-mod space_tests {
+mod ranking_tests {
     use super::*;
-    use crate::distance::cosine_distance;
 
     #[test]
     fn unit_cosine_only_for_cosine_over_unit_vectors() {
         let unit = [0.6f32, 0.8, 0.0, 1.0, 0.0, 0.0];
-        assert!(Space::of(&unit, 3, Metric::Cosine).unit_cosine);
-        assert!(!Space::of(&unit, 3, Metric::L2).unit_cosine);
+        assert!(ranking_of(&unit, 3, Metric::Cosine).unit_cosine);
+        assert!(!ranking_of(&unit, 3, Metric::L2).unit_cosine);
         let longer = [0.6f32, 0.8, 0.0, 2.0, 0.0, 0.0];
-        assert!(!Space::of(&longer, 3, Metric::Cosine).unit_cosine);
-        let space = Space::of(&unit, 3, Metric::Cosine);
-        let d = space.distance(&unit[..3], &unit[3..]);
-        assert!((d as f64 - cosine_distance(&unit[..3], &unit[3..])).abs() < 1e-6, "{d}");
+        assert!(!ranking_of(&longer, 3, Metric::Cosine).unit_cosine);
     }
 }
