@@ -7,11 +7,14 @@ cosine): a larger set with the source's geometry, for measuring how builds and q
 With --copies, copies of rows are added as text collections hold them (a sentence stored
 many times): ~10% of the rows once more, one row 2,000 times, 50 rows 40 times each, in a
 seeded shuffle; with --copy-noise S each copy is moved by Gaussian noise of S times its
-length over sqrt(dims) (near-copies) instead of being exact.
+length over sqrt(dims) (near-copies) instead of being exact. With --lengths LO,HI every
+base row and query is scaled by its own factor, uniform in [LO, HI] (seeded): the same
+cosine neighbours, rows no longer of unit length, as some embedding models emit them.
 
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 64 OUT_FOLDER
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --grow 200000 OUT_FOLDER
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --copies OUT_FOLDER
+    python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --lengths 0.5,2 OUT_FOLDER
 
 The metric follows the folder name as bench/run.py reads it (cosine when the name holds
 "minilm", "angular" or "cosine", L2 otherwise); name OUT_FOLDER accordingly. Writes the
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--grow", type=int, default=0)
     ap.add_argument("--copies", action="store_true")
     ap.add_argument("--copy-noise", type=float, default=0.0)
+    ap.add_argument("--lengths", default="")
     args = ap.parse_args()
     src, out = Path(args.data), Path(args.out)
     base, queries, _ = vecs.load(src)
@@ -95,6 +99,11 @@ def main() -> None:
     if args.dims == base.shape[1]:
         axes = np.eye(args.dims, dtype=np.float32)  # dimensions kept: no projection
     pbase, pqueries = (base - mean) @ axes, (queries - mean) @ axes
+    if args.lengths:
+        lo, hi = (float(x) for x in args.lengths.split(","))
+        rng = np.random.default_rng(13)
+        pbase = pbase * rng.uniform(lo, hi, (len(pbase), 1)).astype(np.float32)
+        pqueries = pqueries * rng.uniform(lo, hi, (len(pqueries), 1)).astype(np.float32)
     truth = ground_truth(pbase, pqueries, cosine)
     out.mkdir(parents=True, exist_ok=True)
     write_vecs(out / f"{out.name}_base.fvecs", pbase)
@@ -102,7 +111,8 @@ def main() -> None:
     write_vecs(out / f"{out.name}_groundtruth.ivecs", truth)
     (out / "README.md").write_text(
         f"# {out.name}\n\nDerived by bench/derive.py from {src.name}: PCA of the base to {args.dims} "
-        f"dimensions (grown by blends: --grow {args.grow}; copies: {args.copies}, noise {args.copy_noise}), "
+        f"dimensions (grown by blends: --grow {args.grow}; copies: {args.copies}, noise {args.copy_noise}; "
+        f"lengths: {args.lengths or 'as given'}), "
         f"{len(pbase)} base rows, "
         f"{len(pqueries)} queries projected the same way, "
         f"exact top-100 ground truth ({'cosine' if cosine else 'L2'}).\n"
