@@ -546,3 +546,60 @@ def test_crash_during_vacuum(db):
     rng = np.random.default_rng(20261127)
     say(f"VACUUM: {VAC_ROWS} rows of {VAC_DIM} dimensions, {VAC_DELETE:.0%} deleted")
     crash_during_vacuum_then_finish(db, rng)
+
+
+def test_crash_while_vacuum_frees_slots(db):
+    """A kill while VACUUM turns deleted nodes into free slots (its sweep's second pass) leaves
+    no edge to a free slot: the first pass has dropped every edge to them. VACUUM runs
+    throttled (`vacuum_cost_delay`, a sleep at each page) so that the kill lands there; the
+    next VACUUM then finishes the job. (A single pass that freed each page's nodes as it went
+    left edges from the pages it had not reached to free slots: omen_check failed.)"""
+    rng = np.random.default_rng(20261201)
+    table = VacTable(db, rng, 4000)
+    result: dict = {}
+
+    def vacuum():
+        try:
+            with db.connect() as conn:
+                conn.execute("SET vacuum_cost_delay = '2ms'")
+                conn.execute("SET vacuum_cost_limit = 1")
+                conn.execute("VACUUM vac")
+                result["done"] = True
+        except BaseException as e:  # noqa: BLE001 -- the test's thread reports it
+            result["error"] = e
+
+    t = threading.Thread(target=vacuum, daemon=True)
+    t.start()
+    seen = []  # (seconds, deleted, free) of each poll
+
+    def freeing(conn):
+        if result:
+            return True
+        info = index_info(conn, "vac_v")
+        seen.append((round(time.monotonic() - started, 2), info["deleted"], info["free"]))
+        return info["free"] > 0
+
+    started = time.monotonic()
+    with db.connect() as conn:
+        wait_for("VACUUM freeing slots", lambda: freeing(conn), timeout=300, interval=0.05)
+        assert not result, f"VACUUM ended before any slot was freed: {result}; polls {seen}"
+        # The frees so far reach the disk (a WAL switch flushes the WAL before it); the kill
+        # then loses only what VACUUM logs after this.
+        conn.execute("SELECT pg_switch_wal()")
+        before = index_info(conn, "vac_v")
+    db.server.crash()
+    t.join(timeout=30)
+    assert isinstance(result.get("error"), psycopg.OperationalError), (
+        f"VACUUM should have lost its connection: {result}"
+    )
+    say(f"killed the server while VACUUM freed slots ({before}); restarted: {restart_after_crash(db)}")
+    with db.connect() as conn:
+        after = index_info(conn, "vac_v")
+        assert after["free"] > 0 and after["deleted"] > 0, (
+            f"the kill should land among the frees: {after}; polls {seen}"
+        )
+        table.verify(conn, "after recovery", strict=False)
+        conn.execute("VACUUM vac")
+        info = index_info(conn, "vac_v")
+        assert info["deleted"] == 0 and info["nodes"] == len(table.live), f"VACUUM after the crash: {info}"
+        table.verify(conn, "after VACUUM", strict=False)

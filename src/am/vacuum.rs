@@ -7,8 +7,10 @@
 //! 3. Repair: for each deleted node, a search toward its vector finds its in-neighbours
 //!    among the visited nodes; each gets edges to the closest of the search's live results
 //!    (`omen_core::graph::repair_deleted`).
-//! 4. Sweep: edges to the deleted nodes are dropped everywhere, the nodes become free slots,
-//!    and the free space map learns which pages have free slots, so inserts reuse them.
+//! 4. Sweep: edges to the deleted nodes are dropped everywhere; then (a second pass, over
+//!    their pages only) the nodes become free slots, and the free space map learns which
+//!    pages have free slots, so inserts reuse them. A crash between or within the passes
+//!    leaves no edge to a free slot.
 //! 5. Reachability: a live node left without a path from the entry point (its in-edges all
 //!    came from deleted nodes) is linked back from the closest reachable node with room.
 //!
@@ -200,31 +202,41 @@ fn bulk_delete(
         }
     }
 
-    // 4. Sweep.
+    // 4. Sweep, in two passes, so that no crash leaves an edge to a free slot: (a) edges to
+    //    the deleted nodes are dropped everywhere, theirs included (they stay marked: a
+    //    VACUUM after a crash here finds them in step 1 and sweeps again); (b) then they
+    //    become free slots. (One pass that freed each page's deleted nodes as it went left,
+    //    after a crash in the middle, edges from the pages not swept yet to free slots.)
+    //    Both sleep per vacuum_cost_delay between pages, never with a page locked.
     let layout = store.layout;
-    store.edit_pages(|block, nodes| {
+    for block in FIRST_NODE_BLOCK..block_count(index) {
         delay_point();
-        let mut changed = false;
-        let mut free = 0;
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let id = node_id(block, i as u16 + 1);
-            if gone.contains(&id) {
-                node.header.flags = FLAG_FREE;
-                node.header.neighbor_count = 0;
-                changed = true;
-            } else if !node.is_free() {
+        store.edit_page(block, |block, nodes| {
+            let mut changed = false;
+            for node in nodes.iter_mut().filter(|n| !n.is_free()) {
                 // Ids and their codes move together.
-                if node.retain_neighbors(|n| !gone.contains(&n)) {
-                    changed = true;
+                changed |= node.retain_neighbors(|n| !gone.contains(&n));
+            }
+            record_free_slots(index, block, nodes.iter().filter(|n| n.is_free()).count(), &layout);
+            changed
+        });
+    }
+    let mut blocks: Vec<u32> = gone.iter().map(|&id| node_location(id).0).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    for block in blocks {
+        delay_point();
+        store.edit_page(block, |block, nodes| {
+            for (i, node) in nodes.iter_mut().enumerate() {
+                if gone.contains(&node_id(block, i as u16 + 1)) {
+                    node.header.flags = FLAG_FREE;
+                    node.header.neighbor_count = 0;
                 }
             }
-            if node.is_free() {
-                free += 1;
-            }
-        }
-        record_free_slots(index, block, free, &layout);
-        changed
-    });
+            record_free_slots(index, block, nodes.iter().filter(|n| n.is_free()).count(), &layout);
+            true
+        });
+    }
     // SAFETY: propagates the per-page free space into the FSM's upper levels.
     unsafe { pg_sys::FreeSpaceMapVacuum(index) };
 
