@@ -18,8 +18,11 @@ phase = progress.phase
 
 
 def metric_of(name: str) -> tuple[str, str]:
-    """(operator class, operator) of a data set by its folder name: cosine for sentence
-    embeddings ("minilm", "angular" or "cosine" in the name), L2 otherwise."""
+    """(operator class, operator) of a data set by its folder name: inner product when the
+    name ends in "-ip" or holds "dot", else cosine for sentence embeddings ("minilm",
+    "angular" or "cosine" in the name), L2 otherwise."""
+    if name.endswith("-ip") or "dot" in name:
+        return "vector_ip_ops", "<#>"
     if any(k in name for k in ("minilm", "angular", "cosine")):
         return "vector_cosine_ops", "<=>"
     return "vector_l2_ops", "<->"

@@ -16,8 +16,9 @@ cosine neighbours, rows no longer of unit length, as some embedding models emit 
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --copies OUT_FOLDER
     python bench/derive.py ../shared/data/debian-minilm-384 --dims 0 --lengths 0.5,2 OUT_FOLDER
 
-The metric follows the folder name as bench/run.py reads it (cosine when the name holds
-"minilm", "angular" or "cosine", L2 otherwise); name OUT_FOLDER accordingly. Writes the
+The metric follows the folder name as bench/run.py reads it (inner product when the name
+ends in "-ip" or holds "dot", else cosine when it holds "minilm", "angular" or "cosine", L2
+otherwise); name OUT_FOLDER accordingly. Writes the
 TEXMEX files (fvecs, ivecs) and a README saying how the set was made. The output is derived
 data: keep it out of the repository (for example under /tmp).
 """
@@ -40,11 +41,12 @@ def write_vecs(path: Path, rows: np.ndarray) -> None:
     path.write_bytes(np.hstack([head.view(np.uint8), body.view(np.uint8)]).tobytes())
 
 
-def ground_truth(base: np.ndarray, queries: np.ndarray, cosine: bool, k: int = 100) -> np.ndarray:
-    if cosine:
+def ground_truth(base: np.ndarray, queries: np.ndarray, metric: str, k: int = 100) -> np.ndarray:
+    if metric == "cosine":
         base = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
-    norms = (base.astype(np.float64) ** 2).sum(axis=1)
+    # Inner product: the largest q·x first (no norm term).
+    norms = np.zeros(len(base)) if metric == "ip" else (base.astype(np.float64) ** 2).sum(axis=1)
     out = np.empty((len(queries), k), dtype=np.int32)
     for start in range(0, len(queries), 100):
         q = queries[start : start + 100].astype(np.float64)
@@ -70,7 +72,8 @@ def main() -> None:
     src, out = Path(args.data), Path(args.out)
     base, queries, _ = vecs.load(src)
     base, queries = np.asarray(base, dtype=np.float32), np.asarray(queries[: args.queries], dtype=np.float32)
-    cosine = metric_of(out.name)[0] == "vector_cosine_ops"
+    metric = {"vector_cosine_ops": "cosine", "vector_ip_ops": "ip"}.get(metric_of(out.name)[0], "L2")
+    cosine = metric == "cosine"
     if args.grow > len(base):
         rng = np.random.default_rng(11)
         unit = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30) if cosine else base
@@ -104,7 +107,7 @@ def main() -> None:
         rng = np.random.default_rng(13)
         pbase = pbase * rng.uniform(lo, hi, (len(pbase), 1)).astype(np.float32)
         pqueries = pqueries * rng.uniform(lo, hi, (len(pqueries), 1)).astype(np.float32)
-    truth = ground_truth(pbase, pqueries, cosine)
+    truth = ground_truth(pbase, pqueries, metric)
     out.mkdir(parents=True, exist_ok=True)
     write_vecs(out / f"{out.name}_base.fvecs", pbase)
     write_vecs(out / f"{out.name}_query.fvecs", pqueries)
@@ -115,9 +118,9 @@ def main() -> None:
         f"lengths: {args.lengths or 'as given'}), "
         f"{len(pbase)} base rows, "
         f"{len(pqueries)} queries projected the same way, "
-        f"exact top-100 ground truth ({'cosine' if cosine else 'L2'}).\n"
+        f"exact top-100 ground truth ({metric}).\n"
     )
-    print(f"{out}: {len(pbase)} × {args.dims}, {len(pqueries)} queries, {'cosine' if cosine else 'L2'}")
+    print(f"{out}: {len(pbase)} × {args.dims}, {len(pqueries)} queries, {metric}")
 
 
 if __name__ == "__main__":

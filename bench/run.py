@@ -50,15 +50,17 @@ class Judge:
     integer coordinates of SIFT and Fashion-MNIST, and the exact copies of a sentence that
     text collections hold; comparing ids alone would count a tied row as a miss."""
 
-    def __init__(self, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, cosine: bool):
-        self.base, self.queries, self.cosine = base, queries, cosine
+    def __init__(self, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, ops: str):
+        self.base, self.queries, self.ops = base, queries, ops
         self.kth = [self.distances(i, t[K - 1 : K])[0] for i, t in enumerate(truth)]
 
     def distances(self, i: int, ids) -> np.ndarray:
         x, q = np.asarray(self.base[np.asarray(ids, dtype=np.int64)], dtype=np.float64), self.queries[i]
         q = np.asarray(q, dtype=np.float64)
-        if self.cosine:
+        if self.ops == "vector_cosine_ops":
             return 1.0 - x @ q / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(q), 1e-30)
+        if self.ops == "vector_ip_ops":
+            return -(x @ q)
         return ((x - q) ** 2).sum(axis=1)
 
     def hits(self, i: int, found: list[int]) -> int:
@@ -107,7 +109,7 @@ def main() -> None:
     folder, base, queries, truth, texts = data_from_args()
     name = folder.name
     OPS, OP = metric_of(name)
-    JUDGE = Judge(base, queries, truth, OPS == "vector_cosine_ops")
+    JUDGE = Judge(base, queries, truth, OPS)
     rows = []  # (engine, setting, recall, qps)
 
     fresh_db("bench_pgvector")
