@@ -133,7 +133,13 @@ unsafe extern "C-unwind" fn build_callback(
             write_graph(state, false);
             let meta = read_meta(state.index);
             state.entry = meta.entry;
-            state.overflow = Some((PageStore::new(state.index, &meta), UnloggedBuild::start(state.index)));
+            let mut store = PageStore::new(state.index, &meta);
+            // Each insert's prunes read the same candidates' vectors again and again: without
+            // a cache, reading them through the buffer manager took half of this phase
+            // (perf, 40,000 rows of debian-minilm-384 under 16 MB). The collected vectors are
+            // released (write_graph), so the cache takes their memory budget.
+            store.cache_vectors_within(state.budget_bytes);
+            state.overflow = Some((store, UnloggedBuild::start(state.index)));
         }
     }
     report(PROGRESS_CREATEIDX_TUPLES_DONE, state.indexed as i64);

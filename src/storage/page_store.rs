@@ -473,9 +473,15 @@ impl PageStore {
     }
 
     /// Keeps the vectors read from now on in memory (up to 64 MiB, then starts over). For
-    /// a merge, which holds the merge lock: see [`VectorCache`].
+    /// a merge, which holds the merge lock (see [`VectorCache`]), and for the rows a build
+    /// inserts past `maintenance_work_mem` (no other process writes the index then).
     pub fn cache_vectors(&mut self) {
-        let max_entries = (VECTOR_CACHE_BYTES / (4 * self.layout.dims.max(1) + 32)).max(1);
+        self.cache_vectors_within(VECTOR_CACHE_BYTES);
+    }
+
+    /// [`PageStore::cache_vectors`], keeping about `bytes` of vectors at most.
+    pub fn cache_vectors_within(&mut self, bytes: usize) {
+        let max_entries = (bytes / (4 * self.layout.dims.max(1) + 32)).max(1);
         self.cache = Some(VectorCache { map: Default::default(), max_entries });
         self.cache_codes();
     }
