@@ -1001,6 +1001,39 @@ impl GraphStore for PageStore {
         });
     }
 
+    fn add_edge(&mut self, id: NodeId, to: NodeId, room: usize, out: &mut Vec<NodeId>) -> bool {
+        self.maybe_yield();
+        let room = room.min(self.layout.slack_degree);
+        // The edge's code first (it may read other pages), then `id`'s page alone: one
+        // exclusive access instead of a read, a second read and a write.
+        let code: Box<[u8]> = if self.quantizer.relative() {
+            let owner = self.with_vector(id, |v, _| v.to_vec());
+            self.edge_codes(&owner, &[to]).into()
+        } else {
+            self.code_of(to)
+        };
+        let cb = self.layout.code_bytes;
+        let mut there = false;
+        self.write(id, |node| {
+            let count = node.header.neighbor_count as usize;
+            if node.neighbors().contains(&to) {
+                there = true;
+                return false;
+            }
+            if count >= room {
+                out.clear();
+                out.extend_from_slice(node.neighbors());
+                return false;
+            }
+            node.neighbors_area[count] = to;
+            node.codes_area[count * cb..(count + 1) * cb].copy_from_slice(&code);
+            node.header.neighbor_count = count as u16 + 1;
+            there = true;
+            true
+        });
+        there
+    }
+
     fn is_live(&mut self, id: NodeId) -> bool {
         if self.last_live.0 == id {
             return self.last_live.1;

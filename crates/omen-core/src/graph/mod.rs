@@ -109,6 +109,23 @@ pub trait GraphStore {
     fn vector(&mut self, id: NodeId, out: &mut Vec<f32>);
     /// Overwrite the neighbour list of `id` (`len <= slack_degree`).
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]);
+    /// Adds the edge `id -> to` when `id`'s list lacks it and holds fewer than `room`
+    /// neighbours; true when the edge is there afterwards. False, writing nothing, when the
+    /// list is full: `out` then holds `id`'s neighbours, for the caller to prune. The default
+    /// reads the list and overwrites it; a page store does it in one page access (and so
+    /// cannot lose an edge another writer added in between).
+    fn add_edge(&mut self, id: NodeId, to: NodeId, room: usize, out: &mut Vec<NodeId>) -> bool {
+        self.neighbors(id, out);
+        if out.contains(&to) {
+            return true;
+        }
+        if out.len() < room {
+            out.push(to);
+            self.set_neighbors(id, out);
+            return true;
+        }
+        false
+    }
     /// Whether `id` is a live node that may be returned (deleted nodes are still traversed
     /// but never returned).
     fn is_live(&mut self, _id: NodeId) -> bool {
@@ -150,6 +167,9 @@ impl<S: GraphStore + ?Sized> GraphStore for &mut S {
     }
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
         (**self).set_neighbors(id, neighbors)
+    }
+    fn add_edge(&mut self, id: NodeId, to: NodeId, room: usize, out: &mut Vec<NodeId>) -> bool {
+        (**self).add_edge(id, to, room, out)
     }
     fn is_live(&mut self, id: NodeId) -> bool {
         (**self).is_live(id)

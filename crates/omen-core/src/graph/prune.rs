@@ -174,15 +174,10 @@ pub fn add_back_edges<S: GraphStore>(store: &mut S, id: NodeId, out: &[NodeId], 
     let mut list = Vec::new();
     let candidates = &mut Vec::new();
     for &j in out {
-        store.neighbors(j, &mut list);
-        if list.contains(&id) {
+        if store.add_edge(j, id, slack, &mut list) {
             continue;
         }
-        if list.len() < slack {
-            list.push(id);
-            store.set_neighbors(j, &list);
-            continue;
-        }
+        // Full: `list` holds j's neighbours; prune them with the new one.
         store.vector(j, &mut j_vec);
         candidates.clear();
         for &q in list.iter().chain(std::iter::once(&id)) {

@@ -218,6 +218,26 @@ fn insert_from_scratch_builds_a_usable_graph() {
 }
 
 #[test]
+fn add_edge_adds_once_and_reports_a_full_list() {
+    let mut store = MemoryStore::new(2, Metric::L2);
+    for i in 0..5 {
+        store.push(&[i as f32, 0.0]);
+    }
+    let mut list = Vec::new();
+    assert!(store.add_edge(0, 1, 2, &mut list));
+    assert!(store.add_edge(0, 1, 2, &mut list), "an edge already there counts as added");
+    assert!(store.add_edge(0, 2, 2, &mut list));
+    store.neighbors(0, &mut list);
+    assert_eq!(list, [1, 2]);
+    list.clear();
+    assert!(!store.add_edge(0, 3, 2, &mut list), "no room below 2");
+    assert_eq!(list, [1, 2], "a full list comes back for the caller to prune");
+    store.neighbors(0, &mut list);
+    assert_eq!(list, [1, 2], "nothing written");
+    assert!(store.add_edge(0, 2, 2, &mut list), "present even when full");
+}
+
+#[test]
 fn resumed_search_continues() {
     let mut data = clustered(N + 30, DIM, 20, 17);
     let queries = data.split_off(N * DIM);
