@@ -16,7 +16,8 @@
    apart, start two workers. When both run and a third of the buffer is in the graph, the
    server is killed (`pg_ctl stop -m immediate`) and restarted: omen_check is ok, nodes
    plus buffered entries are the rows (none lost, none indexed twice), a full scan returns
-   each row once; `omen_flush` then merges the rest to one node per row.
+   each row once, and at least 297 of 300 sampled rows are their own nearest neighbour (as
+   in 1.); `omen_flush` then merges the rest to one node per row.
 3. A 20,000-entry buffer (nothing merged): 300 inserted rows are each their own nearest
    neighbour, and for 50 queries the LIMIT 20 rows through the index are exactly the exact
    top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
@@ -206,9 +207,12 @@ def test_crash_while_two_workers_merge(servers):
         after = info(conn)
         say(f"killed while two workers merged: {after['nodes']} nodes, {after['buffered_entries']} buffered")
         assert after["buffered_entries"] > 0, "the kill did not land in the merge"
-        check_index(conn, rows, rng, "after recovery")
+        # Two workers pruned side by side before the kill: as in the first test, a sampled
+        # row or two may be missed by a search of list size 100 (every row is reachable:
+        # omen_check; every row is returned once: the full scan).
+        check_index(conn, rows, rng, "after recovery", min_found=SAMPLE - 3)
         conn.execute("SELECT omen_flush('items_v')")
-        nodes, buffered = check_index(conn, rows, rng, "after omen_flush")
+        nodes, buffered = check_index(conn, rows, rng, "after omen_flush", min_found=SAMPLE - 3)
         assert nodes == len(rows) and buffered == 0, f"{nodes} nodes, {buffered} buffered for {len(rows)} rows"
 
 
