@@ -7,7 +7,7 @@
 //! by one through the insert path (slower, bounded memory), with a NOTICE saying so. Those
 //! inserts write no WAL records (`buffer::UnloggedBuild`); every page is logged at the end.
 
-use omen_core::distance::{Metric, norm, normalize};
+use omen_core::distance::{Metric, Ranking, norm};
 use omen_core::graph::{self, BeamSearch, GraphParams, NodeId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -110,13 +110,8 @@ unsafe extern "C-unwind" fn build_callback(
         return; // a zero vector has no cosine distance to anything; not indexed
     }
     state.indexed += 1.0;
-    // Cosine indexes store unit vectors (new_meta sets `unit_vectors`).
-    let unit = (state.metric == Metric::Cosine).then(|| {
-        let mut u = v.to_vec();
-        normalize(&mut u);
-        u
-    });
-    let v = unit.as_deref().unwrap_or(v);
+    // As the index stores it (new_meta sets `unit_vectors` by the same rule).
+    let v = &*stored_vector(Ranking::new(state.metric, stores_unit_vectors(state.metric)), v);
     if let Some((store, _)) = &mut state.overflow {
         let id = store.append(&tid, v);
         graph::insert(store, id, v, state.entry, &state.params, &mut state.search);
@@ -179,7 +174,7 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         code_bytes: layout.code_bytes as u32,
         vector_size: layout.vector_size as u32,
         vectors_per_page: layout.vectors_per_page as u32,
-        unit_vectors: (metric == Metric::Cosine) as u32,
+        unit_vectors: stores_unit_vectors(metric) as u32,
         reserved: 0,
     }
 }

@@ -139,12 +139,7 @@ impl Meta {
     /// `v` as this index stores it: scaled to unit length in a cosine index that stores
     /// unit vectors, else `v` itself (a zero vector is left as it is).
     pub fn stored_vector<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-        if !self.ranking().unit_cosine {
-            return std::borrow::Cow::Borrowed(v);
-        }
-        let mut unit = v.to_vec();
-        normalize(&mut unit);
-        std::borrow::Cow::Owned(unit)
+        stored_vector(self.ranking(), v)
     }
 
     /// The graph parameters the index was built with (its metapage, not its current
@@ -341,4 +336,22 @@ pub fn node_location(id: NodeId) -> (u32, u16) {
 pub fn build_position(i: usize, layout: &Layout) -> NodeId {
     let block = layout.first_node_block() + (i / layout.nodes_per_page) as u32;
     node_id(block, (i % layout.nodes_per_page) as u16 + 1)
+}
+
+/// Whether a new index of `metric` stores unit vectors (`Meta::unit_vectors`): every cosine
+/// index built since the field exists.
+pub fn stores_unit_vectors(metric: Metric) -> bool {
+    Ranking::new(metric, true).unit_cosine
+}
+
+/// `v` as an index ranked by `ranking` stores it: scaled to unit length when it ranks
+/// unit vectors, else `v` itself (a zero vector is left as it is). The build (before its
+/// metapage exists) and `Meta::stored_vector` both go through here.
+pub fn stored_vector(ranking: Ranking, v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if !ranking.unit_cosine {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut unit = v.to_vec();
+    normalize(&mut unit);
+    std::borrow::Cow::Owned(unit)
 }
