@@ -15,7 +15,9 @@ shift 4
 run_server() {
     local opts="-p $port -k /tmp -c listen_addresses=localhost -c fsync=off"
     for extra in "$@"; do opts="$opts -c $extra"; done
-    sudo -u postgres "$bindir/pg_ctl" -D "$datadir" -o "$opts" -l "$datadir/server.log" -w -t 120 start >/dev/null
+    # sudo drops the environment: OMEN_SIMD (the SIMD level omen's kernels may use) is passed on.
+    sudo -u postgres ${OMEN_SIMD:+env OMEN_SIMD="$OMEN_SIMD"} "$bindir/pg_ctl" -D "$datadir" -o "$opts" \
+        -l "$datadir/server.log" -w -t 120 start >/dev/null
 }
 case "$action" in
 start)

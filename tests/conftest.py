@@ -81,15 +81,16 @@ class ServerPool:
         self.node = request.node
         self.servers: list[pgcluster.Server] = []
 
-    def new(self, name: str, *gucs: str, bindir=pgcluster.PG15_BIN) -> pgcluster.Server:
+    def new(self, name: str, *gucs: str, bindir=pgcluster.PG15_BIN, environ=None) -> pgcluster.Server:
         """A server with an empty data directory, not started (a standby's, for pg_basebackup)."""
-        s = pgcluster.Server(name, gucs, bindir)
+        s = pgcluster.Server(name, gucs, bindir, environ)
         self.servers.append(s)
         return s
 
-    def start(self, name: str, *gucs: str, bindir=pgcluster.PG15_BIN) -> pgcluster.Server:
-        """A fresh cluster (initdb), started with `gucs` (name=value)."""
-        return self.new(name, *gucs, bindir=bindir).start()
+    def start(self, name: str, *gucs: str, bindir=pgcluster.PG15_BIN, environ=None) -> pgcluster.Server:
+        """A fresh cluster (initdb), started with `gucs` (name=value) and `environ` (extra
+        environment variables of its processes)."""
+        return self.new(name, *gucs, bindir=bindir, environ=environ).start()
 
     def close(self) -> None:
         failed = interrupted or self.node.stash.get(FAILED, False)

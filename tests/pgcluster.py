@@ -78,8 +78,10 @@ class Server:
     """One cluster in a fresh /tmp/omen-it-NAME-* directory, on a free port (socket in /tmp,
     and localhost), run by the binaries in `bindir`."""
 
-    def __init__(self, name: str, gucs: tuple[str, ...] = (), bindir: Path = PG15_BIN):
+    def __init__(self, name: str, gucs: tuple[str, ...] = (), bindir: Path = PG15_BIN, environ: dict | None = None):
         self.name = name
+        # Environment for the server's processes (scripts/pgserver.sh passes OMEN_SIMD on).
+        self.environ = environ or {}
         self.bindir = Path(bindir)
         self.gucs = list(gucs)
         self.port = free_port()
@@ -89,7 +91,11 @@ class Server:
         live.append(self)
 
     def _run(self, action: str, *gucs: str) -> None:
-        subprocess.run([str(PGSERVER), action, str(self.bindir), str(self.datadir), str(self.port), *gucs], check=True)
+        subprocess.run(
+            [str(PGSERVER), action, str(self.bindir), str(self.datadir), str(self.port), *gucs],
+            check=True,
+            env=dict(os.environ, **self.environ),
+        )
 
     def start(self) -> "Server":
         """initdb and start a fresh cluster."""

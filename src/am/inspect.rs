@@ -199,7 +199,8 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
         "{{\"nodes\": {nodes}, \"deleted_nodes\": {deleted}, \"free_slots\": {free}, \"pages\": {}, \"average_degree\": {avg:.3}, \
          \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"unit_vectors\": {}, \"max_neighbors\": {}, \
          \"build_list_size\": {}, \"alpha\": {}, \"buffered_entries\": {buffered}, \"buffer_pages\": {buffer_pages}, \
-         \"merges_done\": {}, \"merged_entries\": {}, \"last_merge_epoch\": {last_merge}, \"last_merge_ms\": {}}}",
+         \"merges_done\": {}, \"merged_entries\": {}, \"last_merge_epoch\": {last_merge}, \"last_merge_ms\": {}, \
+         \"simd\": {}}}",
         block_count(index),
         meta.dims,
         json_str(metric_name(&meta)),
@@ -209,7 +210,9 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
         meta.alpha,
         meta.merges_done,
         meta.merged_entries,
-        meta.last_merge_ms
+        meta.last_merge_ms,
+        // The kernels this backend runs (omen_core::simd: the CPU's, or lower by OMEN_SIMD).
+        json_str(omen_core::simd::level().name())
     ))
 });
 

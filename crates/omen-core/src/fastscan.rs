@@ -19,6 +19,8 @@
 //! 16 bits over at most [`CHUNK`] positions at a time, then added up in floats.
 
 use crate::quant::{PreparedQuery, Quantizer};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Level;
 
 /// Codes per block.
 pub const BLOCK: usize = 32;
@@ -138,9 +140,9 @@ impl CodeBlocks {
         let terms = quantizer.metric_terms(prepared);
         #[cfg(target_arch = "x86_64")]
         {
-            if simd() != Simd::None {
-                // SAFETY: the CPU has AVX2 and FMA (AVX-512 BW implies them; checked at run
-                // time, cached).
+            if crate::simd::level() >= Level::Avx2 {
+                // SAFETY: the CPU has AVX2 and FMA (`simd::detected` requires both for either
+                // level; checked at run time, cached).
                 return unsafe { self.estimates_avx2(terms, lut, bound, f) };
             }
         }
@@ -241,12 +243,12 @@ fn block_sums(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
     assert!(packed.len() == tables.len() && packed.len().is_multiple_of(16), "a table per nibble position");
     #[cfg(target_arch = "x86_64")]
     {
-        match simd() {
+        match crate::simd::level() {
             // SAFETY: the CPU has AVX-512 BW (checked at run time, cached).
-            Simd::Avx512 => return unsafe { block_sums_avx512(packed, tables, out) },
+            Level::Avx512 => return unsafe { block_sums_avx512(packed, tables, out) },
             // SAFETY: the CPU has AVX2 (checked at run time, cached).
-            Simd::Avx2 => return unsafe { block_sums_avx2(packed, tables, out) },
-            Simd::None => {}
+            Level::Avx2 => return unsafe { block_sums_avx2(packed, tables, out) },
+            Level::Portable => {}
         }
     }
     block_sums_scalar(packed, tables, out)
@@ -267,29 +269,6 @@ fn add_block_sums_scalar(packed: &[u8], tables: &[u8], out: &mut [u16; BLOCK]) {
             out[k + 16] = out[k + 16].wrapping_add(table[(b >> 4) as usize] as u16);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, PartialEq)]
-enum Simd {
-    Avx512,
-    Avx2,
-    None,
-}
-
-#[cfg(target_arch = "x86_64")]
-fn simd() -> Simd {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<Simd> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        if std::arch::is_x86_feature_detected!("avx512bw") {
-            Simd::Avx512
-        } else if std::arch::is_x86_feature_detected!("avx2") {
-            Simd::Avx2
-        } else {
-            Simd::None
-        }
-    })
 }
 
 // Both kernels read several consecutive nibble positions at once: a 128-bit lane holds one

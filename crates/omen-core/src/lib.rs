@@ -15,6 +15,7 @@ pub mod distance;
 pub mod fastscan;
 pub mod graph;
 pub mod quant;
+pub mod simd;
 pub mod text;
 
 /// Largest number of dimensions a vector may have (pgvector's limit too).
