@@ -891,14 +891,6 @@ impl PageStore {
         }
     }
 
-    /// Edits the nodes of one page at a time (all of a page's nodes together), WAL-logging
-    /// the pages where `f` returns true.
-    pub fn edit_pages(&self, mut f: impl FnMut(u32, &mut [NodeRef]) -> bool) {
-        for block in FIRST_NODE_BLOCK..block_count(self.index) {
-            self.edit_page(block, &mut f);
-        }
-    }
-
     /// Edits the nodes of `block` under its exclusive lock; WAL-logs the page if `f` returns true.
     pub fn edit_page(&self, block: u32, f: impl FnOnce(u32, &mut [NodeRef]) -> bool) {
         {
@@ -927,17 +919,6 @@ impl PageStore {
         // SAFETY: share-locked page, offsets within its line pointers; only read through.
         let nodes: Vec<NodeRef> = (1..=count).map(|off| unsafe { node_at(guard.page(), off, &self.layout) }).collect();
         f(&nodes)
-    }
-
-    /// Edits every node, one page at a time, WAL-logging pages where `f` changed something.
-    pub fn edit_each_page(&self, mut f: impl FnMut(NodeId, &mut NodeRef) -> bool) {
-        self.edit_pages(|block, nodes| {
-            let mut changed = false;
-            for (i, node) in nodes.iter_mut().enumerate() {
-                changed |= f(node_id(block, i as u16 + 1), node);
-            }
-            changed
-        });
     }
 }
 
