@@ -524,7 +524,8 @@ pub fn plane_sum_at(level: Level, values: &[f32], bits: &[u8], planes: usize) ->
 
 /// The portable [`plane_sum`]: branch-free, so that LLVM vectorizes it for the baseline
 /// instruction set. A byte's eight values are kept by ANDing their bits with the byte's
-/// row of [`BYTE_MASKS`]. (A loop that branched on each bit took about 1 ns a value.)
+/// row of [`BYTE_MASKS`]. (A loop that branched on each bit took twice as long or more:
+/// 63 against 30 ns for a 4-plane code of 64 dimensions, 114 against 48 ns at 384.)
 fn plane_sum_portable(values: &[f32], bits: &[u8], planes: usize) -> f32 {
     let plane_bytes = values.len() / 8;
     let mut total = 0f32;
