@@ -497,23 +497,34 @@ const BITS_TARGET: usize = 512;
 /// estimate, at the process's [`simd::level`](crate::simd::level).
 #[inline]
 pub fn plane_sum(values: &[f32], bits: &[u8], planes: usize) -> f32 {
-    plane_sum_at(crate::simd::level(), values, bits, planes)
+    // SAFETY: `simd::level` never exceeds `simd::detected` (one cached read per estimate).
+    unsafe { plane_sum_with(crate::simd::level(), values, bits, planes) }
 }
 
 /// [`plane_sum`] with the kernel of `level` (lowered to what the CPU has): AVX-512 masked
 /// adds, AVX2 masks built from each byte, or the portable loop.
 #[inline]
 pub fn plane_sum_at(level: Level, values: &[f32], bits: &[u8], planes: usize) -> f32 {
+    // SAFETY: the level is lowered to what the CPU has.
+    unsafe { plane_sum_with(level.min(crate::simd::detected()), values, bits, planes) }
+}
+
+/// [`plane_sum`] with the kernel of `level`.
+///
+/// # Safety
+/// The CPU must have `level` (at most [`crate::simd::detected`]).
+#[inline]
+unsafe fn plane_sum_with(level: Level, values: &[f32], bits: &[u8], planes: usize) -> f32 {
     let plane_bytes = values.len() / 8;
     assert!(values.len().is_multiple_of(64) && bits.len() >= planes * plane_bytes, "whole planes of 64 values");
     #[cfg(target_arch = "x86_64")]
     {
-        match level.min(crate::simd::detected()) {
-            // SAFETY: the CPU has AVX-512 F (checked at run time, cached); the planes'
-            // lengths were checked above.
-            Level::Avx512 => return unsafe { plane_sum_avx512(values, bits, planes) },
-            // SAFETY: the CPU has AVX2 (checked at run time, cached); the planes' lengths
+        match level {
+            // SAFETY: the CPU has AVX-512 F (this function's contract); the planes' lengths
             // were checked above.
+            Level::Avx512 => return unsafe { plane_sum_avx512(values, bits, planes) },
+            // SAFETY: the CPU has AVX2 (this function's contract); the planes' lengths were
+            // checked above.
             Level::Avx2 => return unsafe { plane_sum_avx2(values, bits, planes) },
             Level::Portable => {}
         }
