@@ -27,7 +27,6 @@ Usage: bench/run.sh DATA --ingest [--initial N] [--rows N] [--merge-rows N] [--p
 
 import argparse
 import multiprocessing
-import os
 import time
 from pathlib import Path
 
@@ -116,14 +115,14 @@ def autovacuums(conn) -> int:
 
 
 def merge_workers(conn) -> str:
-    """`omen.max_merge_workers`, and for -1 the counts it means here: the cores the server may
-    use less one, at least 1, at most 2, while rows arrive; every core, at most 2, once none
-    has arrived for a second (`merge_workers` and `quiet_merge_workers` in src/am/worker.rs)."""
+    """`omen.max_merge_workers`, and for -1 the counts the server says it means here
+    (omen_index_info_json of `items_v`): workers while rows arrive, and once none has arrived
+    for a second."""
     value = int(conn.execute("SHOW omen.max_merge_workers").fetchone()[0])
     if value != -1:
         return str(value)
-    cores = len(os.sched_getaffinity(0))
-    return f"-1: {min(max(cores - 1, 1), 2)} while rows arrive, {min(cores, 2)} after, on {cores} cores"
+    info = conn.execute("SELECT omen_index_info_json('items_v')::text::json").fetchone()[0]
+    return f"-1: {info['merge_workers']} while rows arrive, {info['merge_workers_quiet']} after"
 
 
 def autogroup() -> str:
@@ -216,9 +215,9 @@ def main() -> None:
 
         # 4. Queries while one client inserts.
         merge_nice = conn.execute("SHOW omen.merge_worker_nice").fetchone()[0]
-        workers = merge_workers(conn)
         with phase(f"omen: {args.initial} rows and their index"):
             prepare(conn, dims, f"CREATE INDEX items_v ON items USING omen (v {ops})")
+        workers = merge_workers(conn)
         with phase(f"omen: {args.rows} single-row INSERTs while another client queries"):
             idle, busy, ins_lat, insert_s = stream_while_querying(conn, texts, op, args.rows)
         left = buffered(conn)

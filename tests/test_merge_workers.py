@@ -23,7 +23,8 @@
    top 20 over buffered and graph rows alike, in non-decreasing distance as recomputed in
    SQL.
 4. The default `omen.max_merge_workers` (-1): 30,000 rows COPYed into a 2,000-row indexed
-   table (threshold 50). While the COPY runs, merge workers hold at most as many worker
+   table (threshold 50). omen_index_info_json's "merge_workers" and "merge_workers_quiet"
+   say those two counts. While the COPY runs, merge workers hold at most as many worker
    tokens at once (pg_locks, polled) as the cores less one (at most 2); once it is done,
    a worker that sees no buffer page filled for a second starts a helper, and as many
    hold tokens at once as there are cores (at most 2). Then the index checks out with one
@@ -293,6 +294,11 @@ def test_default_workers_leave_a_core_while_rows_arrive(servers):
         conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, v vector({DIM})) WITH (autovacuum_enabled = off)")
         load(conn, "items", 0, vectors[:INITIAL])
         conn.execute("CREATE INDEX items_v ON items USING omen (v) WITH (buffer_threshold = 50)")
+        said = conn.execute("SELECT omen_index_info_json('items_v')::text::json").fetchone()[0]
+        assert (said["merge_workers"], said["merge_workers_quiet"]) == (busy_workers, quiet_workers), (
+            f"omen_index_info_json says {said['merge_workers']} / {said['merge_workers_quiet']} workers "
+            f"on {cores} cores, expected {busy_workers} / {quiet_workers}"
+        )
 
     copying = threading.Event()
     stop = threading.Event()

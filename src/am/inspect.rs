@@ -14,6 +14,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::merge::merge_all;
+use super::worker::{merge_workers, quiet_merge_workers};
 use crate::storage::buffer::block_count;
 use crate::storage::insert_buffer::{self, EntryHeader, LINKING, PENDING};
 use crate::storage::layout::*;
@@ -200,7 +201,7 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
          \"entry_point\": {entry}, \"entry_tid\": {entry_tid}, \"dimensions\": {}, \"metric\": {}, \"unit_vectors\": {}, \"max_neighbors\": {}, \
          \"build_list_size\": {}, \"alpha\": {}, \"buffered_entries\": {buffered}, \"buffer_pages\": {buffer_pages}, \
          \"merges_done\": {}, \"merged_entries\": {}, \"last_merge_epoch\": {last_merge}, \"last_merge_ms\": {}, \
-         \"simd\": {}}}",
+         \"simd\": {}, \"merge_workers\": {}, \"merge_workers_quiet\": {}}}",
         block_count(index),
         meta.dims,
         json_str(metric_name(&meta)),
@@ -212,7 +213,11 @@ pg_fn!(omen_index_info_json, pg_finfo_omen_index_info_json, |call| {
         meta.merged_entries,
         meta.last_merge_ms,
         // The kernels this backend runs (omen_core::simd: the CPU's, or lower by OMEN_SIMD).
-        json_str(omen_core::simd::level().name())
+        json_str(omen_core::simd::level().name()),
+        // What omen.max_merge_workers means in this server: workers an index may have while
+        // rows arrive, and once none has arrived for a second.
+        merge_workers(),
+        quiet_merge_workers()
     ))
 });
 

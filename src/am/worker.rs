@@ -118,7 +118,7 @@ pub fn merge_workers() -> usize {
 /// [`AppendWatch`]): for `omen.max_merge_workers = -1` every core (at most
 /// [`AUTO_MAX_MERGE_WORKERS`]), since no backend is waiting for one, so the buffer left at
 /// the end of a load empties sooner; otherwise [`merge_workers`].
-fn quiet_merge_workers() -> usize {
+pub fn quiet_merge_workers() -> usize {
     match MAX_MERGE_WORKERS.get() {
         -1 => cores().clamp(1, AUTO_MAX_MERGE_WORKERS),
         _ => merge_workers(),
