@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use super::adjacency::Adjacency;
 use super::{BeamSearch, CodedStore, GraphParams, GraphStore, NodeId, robust_prune, sane};
 use crate::distance::{Metric, Ranking, norm};
 use crate::quant::Quantizer;
@@ -66,7 +67,7 @@ struct Frozen<'a> {
     vectors: &'a [f32],
     dim: usize,
     ranking: Ranking,
-    neighbors: &'a [Vec<NodeId>],
+    neighbors: &'a Adjacency,
 }
 
 impl<'a> Frozen<'a> {
@@ -85,7 +86,7 @@ impl GraphStore for Frozen<'_> {
 
     fn neighbors(&mut self, id: NodeId, out: &mut Vec<NodeId>) {
         out.clear();
-        out.extend_from_slice(&self.neighbors[id as usize]);
+        out.extend_from_slice(self.neighbors.get(id));
     }
 
     fn vector(&mut self, id: NodeId, out: &mut Vec<f32>) {
@@ -100,6 +101,11 @@ impl GraphStore for Frozen<'_> {
     #[inline]
     fn prefetch(&mut self, id: NodeId) {
         super::prefetch_slice(self.vec(id));
+    }
+
+    #[inline]
+    fn prefetch_neighbors(&mut self, id: NodeId) {
+        super::prefetch_slice(self.neighbors.row_start(id));
     }
 }
 
@@ -167,7 +173,9 @@ pub fn build_coded(
     let entry = medoid(vectors, dim, params.metric);
     let ranking = ranking_of(vectors, dim, params.metric);
     let order = permutation(n, seed);
-    let mut graph: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+    // A list holds at most BUILD_SLACK · R between prunes, and a host of an otherwise
+    // unreachable node at most the slack degree.
+    let mut graph = Adjacency::new(n, (BUILD_SLACK * params.max_neighbors).max(params.slack_degree()));
     let max_batch = (n / 50).max(1);
     let mut done = 0;
     let mut batch = 1;
@@ -188,7 +196,7 @@ pub fn build_coded(
     }
     prune_overfull(vectors, dim, ranking, &mut graph, params);
     connect_unreachable(vectors, dim, ranking, &mut graph, entry, params);
-    Some(BuiltGraph { neighbors: graph, entry, codes })
+    Some(BuiltGraph { neighbors: graph.into_lists(), entry, codes })
 }
 
 /// One batch of the build: parallel search + prune against the frozen graph, then the
@@ -198,13 +206,13 @@ fn link_batch(
     vectors: &[f32],
     dim: usize,
     ranking: Ranking,
-    graph: &mut [Vec<NodeId>],
+    graph: &mut Adjacency,
     entry: NodeId,
     alpha: f32,
     params: &GraphParams,
     coded: Option<(&Quantizer, &[u8])>,
 ) {
-    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
+    let frozen = Frozen { vectors, dim, ranking, neighbors: &*graph };
     let out_lists: Vec<Vec<NodeId>> = batch
         .par_iter()
         .map_init(
@@ -223,7 +231,7 @@ fn link_batch(
                     }
                 }
                 let mut candidates = search.visited().to_vec();
-                for &q in &frozen.neighbors[p as usize] {
+                for &q in frozen.neighbors.get(p) {
                     candidates.push((q, store.distance(q, v)));
                 }
                 robust_prune(&mut store, p, v, &mut candidates, alpha, params)
@@ -231,22 +239,22 @@ fn link_batch(
         )
         .collect();
     for (&p, list) in batch.iter().zip(out_lists) {
-        graph[p as usize] = list;
+        graph.set(p, &list);
     }
 
     // Back-edges j -> p, grouped by j.
     let mut pairs: Vec<(NodeId, NodeId)> =
-        batch.iter().flat_map(|&p| graph[p as usize].iter().map(move |&j| (j, p))).collect();
+        batch.iter().flat_map(|&p| graph.get(p).iter().map(move |&j| (j, p))).collect();
     pairs.par_sort_unstable();
     let groups: Vec<&[(NodeId, NodeId)]> = pairs.chunk_by(|a, b| a.0 == b.0).collect();
-    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
+    let frozen = Frozen { vectors, dim, ranking, neighbors: &*graph };
     let slack = BUILD_SLACK * params.max_neighbors;
     let updates: Vec<(NodeId, Vec<NodeId>)> = groups
         .par_iter()
         .filter_map(|group| {
             let j = group[0].0;
-            let old = &frozen.neighbors[j as usize];
-            let mut list = old.clone();
+            let old = frozen.neighbors.get(j);
+            let mut list = old.to_vec();
             list.extend(group.iter().map(|&(_, p)| p).filter(|p| !old.contains(p)));
             if list.len() == old.len() {
                 return None;
@@ -258,7 +266,7 @@ fn link_batch(
         })
         .collect();
     for (j, list) in updates {
-        graph[j as usize] = list;
+        graph.set(j, &list);
     }
 }
 
@@ -270,16 +278,15 @@ fn prune_list(mut store: Frozen<'_>, j: NodeId, list: &[NodeId], alpha: f32, par
 }
 
 /// The final sweep: prune every list longer than `R` (grown by back-edges) back to `R`.
-fn prune_overfull(vectors: &[f32], dim: usize, ranking: Ranking, graph: &mut [Vec<NodeId>], params: &GraphParams) {
-    let frozen = Frozen { vectors, dim, ranking, neighbors: graph };
-    let updates: Vec<(usize, Vec<NodeId>)> = graph
-        .par_iter()
-        .enumerate()
-        .filter(|(_, list)| list.len() > params.max_neighbors)
-        .map(|(j, list)| (j, prune_list(frozen, j as NodeId, list, params.alpha, params)))
+fn prune_overfull(vectors: &[f32], dim: usize, ranking: Ranking, graph: &mut Adjacency, params: &GraphParams) {
+    let frozen = Frozen { vectors, dim, ranking, neighbors: &*graph };
+    let updates: Vec<(NodeId, Vec<NodeId>)> = (0..graph.len() as NodeId)
+        .into_par_iter()
+        .filter(|&j| frozen.neighbors.get(j).len() > params.max_neighbors)
+        .map(|j| (j, prune_list(frozen, j, frozen.neighbors.get(j), params.alpha, params)))
         .collect();
     for (j, list) in updates {
-        graph[j] = list;
+        graph.set(j, &list);
     }
 }
 
@@ -301,18 +308,18 @@ fn connect_unreachable(
     vectors: &[f32],
     dim: usize,
     ranking: Ranking,
-    graph: &mut [Vec<NodeId>],
+    graph: &mut Adjacency,
     entry: NodeId,
     params: &GraphParams,
 ) {
     let n = graph.len();
     let mut reached = vec![false; n];
     let mut stack = Vec::new();
-    let mark = |from: NodeId, graph: &[Vec<NodeId>], reached: &mut [bool], stack: &mut Vec<NodeId>| {
+    let mark = |from: NodeId, graph: &Adjacency, reached: &mut [bool], stack: &mut Vec<NodeId>| {
         reached[from as usize] = true;
         stack.push(from);
         while let Some(u) = stack.pop() {
-            for &v in &graph[u as usize] {
+            for &v in graph.get(u) {
                 if !reached[v as usize] {
                     reached[v as usize] = true;
                     stack.push(v);
@@ -328,21 +335,21 @@ fn connect_unreachable(
             continue;
         }
         let u = u as NodeId;
-        let mut store = Frozen { vectors, dim, ranking, neighbors: graph };
+        let mut store = Frozen { vectors, dim, ranking, neighbors: &*graph };
         let v = store.vec(u);
         search.start(&mut store, v, entry);
         search.run(&mut store, v, params.build_list_size);
         let mut hosts = search.visited().to_vec();
         hosts.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let room = params.slack_degree();
-        let host = hosts.iter().map(|h| h.0).find(|&h| graph[h as usize].len() < room);
+        let host = hosts.iter().map(|h| h.0).find(|&h| graph.get(h).len() < room);
         // Every visited node full: the search's list is taken by copies of `u` that already
         // host as many edges as they can. The nodes linked earlier in this pass have room
         // (their own lists are at most `R`), and the copies among them are at distance 0:
         // the closest of them, else (not seen in practice) the closest reachable node.
         let closest = |candidates: &mut dyn Iterator<Item = NodeId>, store: &mut Frozen<'_>| {
             candidates
-                .filter(|&h| graph[h as usize].len() < room)
+                .filter(|&h| graph.get(h).len() < room)
                 .map(|h| (sane(store.distance(h, v)), h))
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
                 .map(|(_, h)| h)
@@ -351,7 +358,7 @@ fn connect_unreachable(
             .or_else(|| closest(&mut linked.iter().copied(), &mut store))
             .or_else(|| closest(&mut (0..n as NodeId).filter(|&h| reached[h as usize]), &mut store));
         if let Some(h) = host {
-            graph[h as usize].push(u);
+            graph.push(h, u);
             mark(u, graph, &mut reached, &mut stack);
             linked.push(u);
         }

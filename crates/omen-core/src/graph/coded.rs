@@ -46,6 +46,9 @@ impl<S: GraphStore> GraphStore for CodedStore<'_, S> {
     fn is_live(&mut self, id: NodeId) -> bool {
         self.inner.is_live(id)
     }
+    fn prefetch_neighbors(&mut self, id: NodeId) {
+        self.inner.prefetch_neighbors(id)
+    }
     fn prepare(&mut self, query: &[f32]) {
         self.query.clear();
         self.query.extend_from_slice(query);

@@ -31,6 +31,7 @@
 //! Node ids are dense `u32`s; `u32::MAX` is reserved (it marks empty slots in the
 //! search's hash set) and is never a valid node.
 
+mod adjacency;
 mod build;
 mod coded;
 mod delete;
@@ -136,6 +137,11 @@ pub trait GraphStore {
     /// stores prefetch the vector into the CPU cache, a page store could start a read.
     #[inline]
     fn prefetch(&mut self, _id: NodeId) {}
+    /// A hint that `id`'s neighbour list will be read soon: a search announces the next
+    /// node it will probably expand while it computes the current one's distances. The
+    /// default does nothing; the build's flat lists are prefetched into the CPU cache.
+    #[inline]
+    fn prefetch_neighbors(&mut self, _id: NodeId) {}
     /// Called by [`BeamSearch::start`] with the query before any [`GraphStore::expand_coded`].
     fn prepare(&mut self, _query: &[f32]) {}
     /// Traversal on compressed codes. A store whose node records carry their neighbours'
@@ -176,6 +182,9 @@ impl<S: GraphStore + ?Sized> GraphStore for &mut S {
     }
     fn prefetch(&mut self, id: NodeId) {
         (**self).prefetch(id)
+    }
+    fn prefetch_neighbors(&mut self, id: NodeId) {
+        (**self).prefetch_neighbors(id)
     }
     fn prepare(&mut self, query: &[f32]) {
         (**self).prepare(query)

@@ -137,6 +137,11 @@ impl BeamSearch {
             let Some(c) = self.list.get_mut(self.cursor) else { break };
             c.expanded = true;
             let (id, dist, live) = (c.id, c.dist, c.live);
+            // The next unexpanded entry is expanded next unless a closer one comes in: its
+            // list is fetched while this node's neighbours are scored.
+            if let Some(next) = self.list[self.cursor + 1..].iter().find(|c| !c.expanded) {
+                store.prefetch_neighbors(next.id);
+            }
             scored.clear();
             let seen = &mut self.seen;
             if let Some((exact, live)) = store.expand_coded(id, &mut |n| seen.insert(n), &mut scored) {
