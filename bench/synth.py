@@ -38,7 +38,7 @@ def main() -> None:
     base, queries = x[:n], x[n:]
     write_vecs(out / f"{name}_base.fvecs", base)
     write_vecs(out / f"{name}_query.fvecs", queries)
-    write_vecs(out / f"{name}_groundtruth.ivecs", ground_truth(base, queries, True))
+    write_vecs(out / f"{name}_groundtruth.ivecs", ground_truth(base, queries, "cosine"))
     (out / "README.md").write_text(
         f"Synthetic (bench/synth.py): {clusters} Gaussian clusters, {d} dimensions, decaying spectrum, "
         f"{n} base vectors, {nq} queries, cosine ground truth (top 100). Generated; not kept.\n"
