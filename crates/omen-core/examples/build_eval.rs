@@ -57,6 +57,14 @@ fn main() {
     let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let metric =
         if ["minilm", "angular", "cosine"].iter().any(|k| name.contains(k)) { Metric::Cosine } else { Metric::L2 };
+    // A cosine index stores unit vectors (the extension's `layout::stored_vector`), so its
+    // build ranks by an inner product: the same here.
+    let mut base = base;
+    if metric == Metric::Cosine {
+        base.chunks_exact_mut(dim).for_each(|row| {
+            omen_core::distance::normalize(row);
+        });
+    }
     let params = GraphParams { metric, build_list_size: build_l, ..GraphParams::default() };
     let centroid = omen_core::quant::Quantizer::centroid_of(metric, dim, &base);
     let quantizer = omen_core::quant::Quantizer::new(metric, dim, centroid, 1);

@@ -32,16 +32,14 @@ impl Candidate {
 /// when the list grows), so no distance is computed twice and no result is lost.
 ///
 /// State: the candidate list, sorted by (distance, id) with binary insertion and at most
-/// `list_size` long; the reserve (everything that fell off the list, all no closer than the
+/// `list_size` long; the [`Reserve`] (everything that fell off the list, all no closer than the
 /// list's last entry: an unsorted vector, sorted only when the list grows, since most
 /// searches never take anything back from it); a hash set of every node whose distance was
 /// computed (sized by the search); and the expanded nodes in expansion order. All buffers
 /// are reused by the next [`start`](Self::start).
 pub struct BeamSearch {
     list: Vec<Candidate>,
-    reserve: Vec<Candidate>,
-    /// The reserve is sorted farthest first (so `pop` gives the closest).
-    reserve_sorted: bool,
+    reserve: Reserve,
     seen: IdSet,
     visited: Vec<(NodeId, f32)>,
     /// No list entry before this index is unexpanded.
@@ -82,8 +80,7 @@ impl BeamSearch {
     pub fn new() -> Self {
         BeamSearch {
             list: Vec::new(),
-            reserve: Vec::new(),
-            reserve_sorted: true,
+            reserve: Reserve::default(),
             seen: IdSet::new(),
             visited: Vec::new(),
             cursor: 0,
@@ -104,7 +101,6 @@ impl BeamSearch {
     pub fn start<S: GraphStore>(&mut self, store: &mut S, query: &[f32], entry: NodeId) {
         self.list.clear();
         self.reserve.clear();
-        self.reserve_sorted = true;
         self.seen.clear();
         self.visited.clear();
         self.cursor = 0;
@@ -209,16 +205,11 @@ impl BeamSearch {
         while self.list.len() > list_size {
             let c = self.list.pop().expect("list is longer than list_size");
             self.reserve.push(c);
-            self.reserve_sorted = false;
         }
         // Everything in the reserve is no closer than the list's last entry, so it appends
         // in order.
-        if self.list.len() < list_size && !self.reserve_sorted {
-            self.reserve.sort_unstable_by(|a, b| b.order(a));
-            self.reserve_sorted = true;
-        }
         while self.list.len() < list_size {
-            match self.reserve.pop() {
+            match self.reserve.pop_in_order() {
                 Some(mut c) => {
                     if !self.coded {
                         c.live = store.is_live(c.id);
@@ -252,15 +243,7 @@ impl BeamSearch {
     fn release_slot<S: GraphStore>(&mut self, store: &mut S) {
         let copy = self.list.remove(self.cursor);
         self.released.push(copy);
-        if self.reserve.is_empty() {
-            return;
-        }
-        let at = if self.reserve_sorted {
-            self.reserve.len() - 1
-        } else {
-            (0..self.reserve.len()).min_by(|&a, &b| self.reserve[a].order(&self.reserve[b])).expect("not empty")
-        };
-        let mut c = if self.reserve_sorted { self.reserve.remove(at) } else { self.reserve.swap_remove(at) };
+        let Some(mut c) = self.reserve.take_closest() else { return };
         // As when the list grows (`resize_list`): a reserve entry's liveness was never looked
         // up; an exact search's results are its list, so it is looked up now. (A coded
         // search learns liveness when it expands the node.)
@@ -278,12 +261,10 @@ impl BeamSearch {
             if c.order(last) != Ordering::Less {
                 // Liveness only matters in the list: it is looked up if the entry comes back.
                 self.reserve.push(c);
-                self.reserve_sorted = false;
                 return;
             }
             let evicted = self.list.pop().expect("list is full");
             self.reserve.push(evicted);
-            self.reserve_sorted = false;
         }
         if !self.coded {
             c.live = store.is_live(c.id);
@@ -324,5 +305,146 @@ impl BeamSearch {
     /// list and expanded, so a larger list size would return nothing new.
     pub fn is_exhausted(&self) -> bool {
         self.reserve.is_empty() && self.list.iter().all(|c| c.expanded)
+    }
+}
+
+/// The candidates that fell off a search's list, all no closer than its last entry. Held
+/// unsorted at first: most searches push thousands and never take one back. Sorted
+/// (farthest first) when the list grows and takes several in order. A min-heap from the
+/// first copy of an expanded node on ([`BeamSearch::release_slot`] takes the closest, one
+/// at a time, once per copy): scanning an unsorted reserve of thousands for each of up to
+/// `list_size` copies was half of a build over data with a row stored 2,000 times.
+#[derive(Default)]
+struct Reserve {
+    items: Vec<Candidate>,
+    state: ReserveState,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum ReserveState {
+    #[default]
+    Unsorted,
+    /// Farthest first, so `pop` gives the closest.
+    Sorted,
+    /// A binary min-heap by [`Candidate::order`]: `items[i]` precedes `items[2i + 1]` and
+    /// `items[2i + 2]`.
+    Heap,
+}
+
+impl Reserve {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.state = ReserveState::Unsorted;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    #[inline]
+    fn push(&mut self, c: Candidate) {
+        self.items.push(c);
+        match self.state {
+            ReserveState::Heap => self.sift_up(self.items.len() - 1),
+            _ => self.state = ReserveState::Unsorted,
+        }
+    }
+
+    /// The closest entry, for a list that grows by several.
+    fn pop_in_order(&mut self) -> Option<Candidate> {
+        if self.state == ReserveState::Unsorted {
+            self.items.sort_unstable_by(|a, b| b.order(a));
+            self.state = ReserveState::Sorted;
+        }
+        self.take_closest()
+    }
+
+    /// The closest entry, for one slot (a heap from now on, unless sorted already).
+    fn take_closest(&mut self) -> Option<Candidate> {
+        match self.state {
+            ReserveState::Sorted => self.items.pop(),
+            ReserveState::Unsorted => {
+                self.heapify();
+                self.take_closest()
+            }
+            ReserveState::Heap => {
+                let last = self.items.pop()?;
+                if self.items.is_empty() {
+                    return Some(last);
+                }
+                let top = std::mem::replace(&mut self.items[0], last);
+                self.sift_down(0);
+                Some(top)
+            }
+        }
+    }
+
+    fn heapify(&mut self) {
+        for i in (0..self.items.len() / 2).rev() {
+            self.sift_down(i);
+        }
+        self.state = ReserveState::Heap;
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.items[i].order(&self.items[parent]) != Ordering::Less {
+                break;
+            }
+            self.items.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.items.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut first = i;
+            if l < n && self.items[l].order(&self.items[first]) == Ordering::Less {
+                first = l;
+            }
+            if r < n && self.items[r].order(&self.items[first]) == Ordering::Less {
+                first = r;
+            }
+            if first == i {
+                return;
+            }
+            self.items.swap(i, first);
+            i = first;
+        }
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use super::*;
+
+    fn candidate(dist: f32, id: NodeId) -> Candidate {
+        Candidate { dist, id, expanded: false, live: true }
+    }
+
+    /// Whatever mix of pushes and takes, each take gives the closest entry held.
+    #[test]
+    fn takes_the_closest_in_every_state() {
+        let mut rng = super::super::build::SplitMix64(7);
+        let mut reserve = Reserve::default();
+        let mut model: Vec<(f32, NodeId)> = Vec::new();
+        for step in 0..5_000u32 {
+            let op = rng.below(10);
+            if op < 6 || model.is_empty() {
+                let c = candidate(rng.below(50) as f32, step);
+                reserve.push(c);
+                model.push((c.dist, c.id));
+            } else {
+                let got = if op < 8 { reserve.take_closest() } else { reserve.pop_in_order() }.expect("not empty");
+                let at = (0..model.len())
+                    .min_by(|&a, &b| model[a].0.total_cmp(&model[b].0).then(model[a].1.cmp(&model[b].1)))
+                    .expect("not empty");
+                assert_eq!((got.dist, got.id), model.swap_remove(at), "step {step}");
+            }
+            assert_eq!(reserve.is_empty(), model.is_empty());
+        }
     }
 }
