@@ -68,6 +68,43 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
     buf
 }
 
+/// The shared buffer this backend last found `block` of `index` in ([`RECENT`]), without
+/// pinning it: a hint, which may be stale by the time it is used. None for a temporary
+/// index or a block not read lately.
+pub fn recent_buffer(index: pg_sys::Relation, block: u32) -> Option<pg_sys::Buffer> {
+    // SAFETY: `index` is an open relation with its pg_class row.
+    let temp = unsafe { (*(*index).rd_rel).relpersistence } == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char;
+    if temp {
+        return None;
+    }
+    let (_, file) = relation_file(index);
+    let slot = (block.wrapping_mul(0x9e37_79b9) ^ file.wrapping_mul(0x85eb_ca6b)) as usize % RECENT_SLOTS;
+    RECENT.with_borrow(|r| r.get(slot).copied()).filter(|&(f, b, _)| f == file && b == block).map(|(_, _, buf)| buf)
+}
+
+/// Asks the CPU to pull `len` bytes from `start` of shared buffer `buf`'s page into its
+/// caches, a hint per 64-byte line. Nothing is pinned or read: if the buffer holds another
+/// page by then, the hint is wasted, not wrong. A no-op for a buffer number outside the
+/// shared pool, or on other architectures than x86-64.
+pub fn prefetch_page_bytes(buf: pg_sys::Buffer, start: usize, len: usize) {
+    // SAFETY: reads two integers PostgreSQL sets up before any backend runs.
+    let (pool, buffers) = unsafe { (pg_sys::BufferBlocks, pg_sys::NBuffers) };
+    if buf < 1 || buf > buffers || pool.is_null() {
+        return;
+    }
+    let end = (start + len).min(PAGE_SIZE);
+    #[cfg(target_arch = "x86_64")]
+    for offset in (start..end).step_by(64) {
+        let at = (buf as usize - 1) * PAGE_SIZE + offset;
+        // SAFETY: `at` lies within the shared buffer pool (buffer 1..=NBuffers, offset
+        // below a page), mapped for the life of the backend; a prefetch never faults and
+        // reads nothing architecturally. SSE is part of the x86-64 baseline.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(pool.add(at).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = end;
+}
+
 /// The locator of `index`'s file (`rd_locator`; `rd_node` before PostgreSQL 16) and its
 /// file number, which a REINDEX or TRUNCATE changes.
 #[cfg(not(feature = "pg15"))]

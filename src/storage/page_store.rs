@@ -7,7 +7,9 @@ use omen_core::graph::{GraphStore, NodeId};
 use omen_core::quant::{PreparedQuery, Quantizer};
 use pgrx::pg_sys;
 
-use super::buffer::{ReadGuard, WriteGuard, block_count, init_page, item, item_count, page_kind};
+use super::buffer::{
+    ReadGuard, WriteGuard, block_count, init_page, item, item_count, page_kind, prefetch_page_bytes, recent_buffer,
+};
 use super::layout::*;
 use super::spare_pages;
 
@@ -937,6 +939,28 @@ impl PageStore {
 }
 
 impl GraphStore for PageStore {
+    /// Pulls the parts of `id`'s page an expansion reads first into the CPU cache, when this
+    /// backend knows the buffer that held it ([`recent_buffer`]; nothing is pinned): the page
+    /// header with the line pointers, the record's header and neighbour ids, and its inline
+    /// vector. The record's place is not read (that would wait for the line pointer) but
+    /// computed: a node page's records are all `record_size` long, added in offset order by
+    /// `PageAddItemExtended` from the special area down. Where that is not so, the hint is
+    /// wasted, not wrong. A search calls this for the node it will probably expand next
+    /// while it estimates the current node's neighbours.
+    fn prefetch_neighbors(&mut self, id: NodeId) {
+        let (block, offset) = node_location(id);
+        let Some(buf) = recent_buffer(self.index, block) else { return };
+        prefetch_page_bytes(buf, 0, PAGE_HEADER + ITEM_ID * offset as usize);
+        let record = self.layout.record_size.next_multiple_of(8);
+        let Some(at) = (PAGE_SIZE - PAGE_OPAQUE.next_multiple_of(8)).checked_sub(offset as usize * record) else {
+            return;
+        };
+        prefetch_page_bytes(buf, at, self.layout.codes_offset());
+        if self.layout.inline_vectors {
+            prefetch_page_bytes(buf, at + self.layout.node_size, self.layout.record_size - self.layout.node_size);
+        }
+    }
+
     fn distance(&mut self, id: NodeId, query: &[f32]) -> f32 {
         self.maybe_yield();
         let ranking = self.ranking;
