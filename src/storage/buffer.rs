@@ -105,6 +105,23 @@ pub fn prefetch_page_bytes(buf: pg_sys::Buffer, start: usize, len: usize) {
     let _ = end;
 }
 
+/// Asks the CPU to pull shared buffer `buf`'s descriptor (which pinning the buffer
+/// updates) into its caches. A hint, as [`prefetch_page_bytes`] is.
+pub fn prefetch_descriptor(buf: pg_sys::Buffer) {
+    // SAFETY: reads two integers PostgreSQL sets up before any backend runs.
+    let (descriptors, buffers) = unsafe { (pg_sys::BufferDescriptors, pg_sys::NBuffers) };
+    if buf < 1 || buf > buffers || descriptors.is_null() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: descriptor `buf - 1` of the NBuffers in shared memory, mapped for the life of
+    // the backend; a prefetch never faults and reads nothing architecturally.
+    unsafe {
+        let at = descriptors.add(buf as usize - 1);
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+}
+
 /// The locator of `index`'s file (`rd_locator`; `rd_node` before PostgreSQL 16) and its
 /// file number, which a REINDEX or TRUNCATE changes.
 #[cfg(not(feature = "pg15"))]

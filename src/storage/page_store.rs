@@ -8,7 +8,8 @@ use omen_core::quant::{PreparedQuery, Quantizer};
 use pgrx::pg_sys;
 
 use super::buffer::{
-    ReadGuard, WriteGuard, block_count, init_page, item, item_count, page_kind, prefetch_page_bytes, recent_buffer,
+    ReadGuard, WriteGuard, block_count, init_page, item, item_count, page_kind, prefetch_descriptor,
+    prefetch_page_bytes, recent_buffer,
 };
 use super::layout::*;
 use super::spare_pages;
@@ -950,6 +951,7 @@ impl GraphStore for PageStore {
     fn prefetch_neighbors(&mut self, id: NodeId) {
         let (block, offset) = node_location(id);
         let Some(buf) = recent_buffer(self.index, block) else { return };
+        prefetch_descriptor(buf);
         prefetch_page_bytes(buf, 0, PAGE_HEADER + ITEM_ID * offset as usize);
         let record = self.layout.record_size.next_multiple_of(8);
         let Some(at) = (PAGE_SIZE - PAGE_OPAQUE.next_multiple_of(8)).checked_sub(offset as usize * record) else {
