@@ -294,9 +294,9 @@ fn write_graph(state: &mut BuildState, log: bool) {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
         let vectors = &state.vectors;
         let node_codes = |scratch: &mut EncodeScratch, i: usize| -> Vec<u8> {
-            let mut out = vec![0u8; g.neighbors[i].len() * cb];
+            let mut out = vec![0u8; g.neighbors.get(i as NodeId).len() * cb];
             let owner = &vectors[i * dims..(i + 1) * dims];
-            for (&j, code) in g.neighbors[i].iter().zip(out.chunks_mut(cb)) {
+            for (&j, code) in g.neighbors.get(i as NodeId).iter().zip(out.chunks_mut(cb)) {
                 let j = j as usize;
                 if quantizer.relative() {
                     quantizer.encode_edge_with(&vectors[j * dims..(j + 1) * dims], owner, code, scratch);
@@ -316,7 +316,7 @@ fn write_graph(state: &mut BuildState, log: bool) {
             };
             for (i, neighbor_codes) in (start..end).zip(chunk) {
                 ids.clear();
-                ids.extend(g.neighbors[i].iter().map(|&j| build_position(j as usize, &layout)));
+                ids.extend(g.neighbors.get(i as NodeId).iter().map(|&j| build_position(j as usize, &layout)));
                 let location = layout.build_vector_position(i, n);
                 fill_node_record(&mut rec, &layout, &state.tids[i], &ids, &neighbor_codes, location);
                 if layout.inline_vectors {

@@ -11,9 +11,10 @@
 
 use super::NodeId;
 
-/// Neighbour lists of `len()` nodes, each at most `cap` long.
+/// Neighbour lists of `len()` nodes, each at most `cap` long. Two are equal when their
+/// lists are (whatever their rooms).
 #[derive(Clone, Debug)]
-pub(crate) struct Adjacency {
+pub struct Adjacency {
     cap: usize,
     /// `len()` rows of `cap + 1`: the length, then the list.
     rows: Vec<u32>,
@@ -21,14 +22,34 @@ pub(crate) struct Adjacency {
 
 impl Adjacency {
     /// `n` empty lists of room `cap` each.
-    pub(crate) fn new(n: usize, cap: usize) -> Self {
+    pub fn new(n: usize, cap: usize) -> Self {
         assert!(cap > 0 && cap < u32::MAX as usize, "a list's room must fit a u32");
         Adjacency { cap, rows: vec![0; n.checked_mul(cap + 1).expect("adjacency too large")] }
     }
 
     /// Number of nodes.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.rows.len() / (self.cap + 1)
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Lists of the given lengths and contents; the room is the longest list (at least 1).
+    pub fn from_lists(lists: &[Vec<NodeId>]) -> Self {
+        let cap = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut a = Adjacency::new(lists.len(), cap);
+        for (id, list) in lists.iter().enumerate() {
+            a.set(id as NodeId, list);
+        }
+        a
+    }
+
+    /// Every node's list, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &[NodeId]> + '_ {
+        (0..self.len() as NodeId).map(|id| self.get(id))
     }
 
     /// The row of `id`: its length, then room for `cap` neighbours.
@@ -46,7 +67,7 @@ impl Adjacency {
 
     /// The neighbours of `id`.
     #[inline]
-    pub(crate) fn get(&self, id: NodeId) -> &[NodeId] {
+    pub fn get(&self, id: NodeId) -> &[NodeId] {
         let row = self.row(id);
         &row[1..1 + row[0] as usize]
     }
@@ -59,7 +80,7 @@ impl Adjacency {
     }
 
     /// Replace the neighbours of `id` with `list`. Panics when `list` is longer than `cap`.
-    pub(crate) fn set(&mut self, id: NodeId, list: &[NodeId]) {
+    pub fn set(&mut self, id: NodeId, list: &[NodeId]) {
         assert!(list.len() <= self.cap, "a neighbour list of {} is past the room of {}", list.len(), self.cap);
         let row = self.row_mut(id);
         row[0] = list.len() as u32;
@@ -67,7 +88,7 @@ impl Adjacency {
     }
 
     /// Append `to` to the neighbours of `id`. Panics when the list is full.
-    pub(crate) fn push(&mut self, id: NodeId, to: NodeId) {
+    pub fn push(&mut self, id: NodeId, to: NodeId) {
         let cap = self.cap;
         let row = self.row_mut(id);
         let len = row[0] as usize;
@@ -76,11 +97,19 @@ impl Adjacency {
         row[0] += 1;
     }
 
-    /// The lists, one vector each (what [`BuiltGraph`](super::BuiltGraph) hands out).
-    pub(crate) fn into_lists(self) -> Vec<Vec<NodeId>> {
-        (0..self.len() as NodeId).map(|id| self.get(id).to_vec()).collect()
+    /// The lists, one vector each.
+    pub fn to_lists(&self) -> Vec<Vec<NodeId>> {
+        self.iter().map(<[NodeId]>::to_vec).collect()
     }
 }
+
+impl PartialEq for Adjacency {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Adjacency {}
 
 #[cfg(test)]
 mod tests {
@@ -97,7 +126,9 @@ mod tests {
         assert_eq!(a.get(1), &[7, 8, 9, 10]);
         assert_eq!(a.get(2), &[5]);
         a.set(1, &[3]);
-        assert_eq!(a.into_lists(), vec![vec![], vec![3], vec![5]]);
+        assert_eq!(a.to_lists(), vec![vec![], vec![3], vec![5]]);
+        assert_eq!(a, Adjacency::from_lists(&[vec![], vec![3], vec![5]]), "rooms differ, lists do not");
+        assert_ne!(a, Adjacency::from_lists(&[vec![], vec![3], vec![6]]));
     }
 
     #[test]

@@ -40,8 +40,9 @@ const BUILD_SLACK: usize = 2;
 pub struct BuiltGraph {
     /// Out-neighbours of every node, indexed by node id; each list has at most `R` entries,
     /// but for the few that host an edge to an otherwise unreachable node (at most the
-    /// slack degree, [`GraphParams::slack_degree`]).
-    pub neighbors: Vec<Vec<NodeId>>,
+    /// slack degree, [`GraphParams::slack_degree`]). One flat array, as the build held them
+    /// (a copy into one vector per node would double their memory at the build's end).
+    pub neighbors: Adjacency,
     /// The entry point of every search: the medoid. 0 for an empty graph.
     pub entry: NodeId,
     /// Every node's code, `code_bytes` each, when the build traversed on codes
@@ -156,7 +157,7 @@ pub fn build_coded(
         return None;
     }
     if n == 0 {
-        return Some(BuiltGraph { neighbors: Vec::new(), entry: 0, codes: Vec::new() });
+        return Some(BuiltGraph { neighbors: Adjacency::new(0, 1), entry: 0, codes: Vec::new() });
     }
     let codes = match quantizer {
         Some(q) => {
@@ -196,7 +197,7 @@ pub fn build_coded(
     }
     prune_overfull(vectors, dim, ranking, &mut graph, params);
     connect_unreachable(vectors, dim, ranking, &mut graph, entry, params);
-    Some(BuiltGraph { neighbors: graph.into_lists(), entry, codes })
+    Some(BuiltGraph { neighbors: graph, entry, codes })
 }
 
 /// One batch of the build: parallel search + prune against the frozen graph, then the

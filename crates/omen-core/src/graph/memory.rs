@@ -33,7 +33,7 @@ impl MemoryStore {
     pub fn from_graph(vectors: Vec<f32>, dim: usize, metric: Metric, graph: BuiltGraph) -> Self {
         let mut store = Self::from_vectors(vectors, dim, metric);
         assert_eq!(graph.neighbors.len(), store.len(), "graph and vectors disagree on the node count");
-        store.neighbors = graph.neighbors;
+        store.neighbors = graph.neighbors.to_lists();
         store
     }
 

@@ -46,6 +46,7 @@ mod tests;
 
 use crate::distance::Metric;
 
+pub use adjacency::Adjacency;
 pub use build::{BuiltGraph, build, build_coded};
 pub use coded::CodedStore;
 pub use delete::{RepairStats, repair_deleted, replacement_entry};

@@ -78,7 +78,7 @@ fn recall_for(metric: Metric) -> f64 {
     let queries = data.split_off(N * DIM);
     let p = params(metric);
     let g = build_quiet(&data, DIM, &p, 42);
-    check_invariants(&g.neighbors, g.entry, p.max_neighbors);
+    check_invariants(&g.neighbors.to_lists(), g.entry, p.max_neighbors);
     let entry = g.entry;
     let mut store = MemoryStore::from_graph(data, DIM, metric, g);
     recall_at_10(&mut store, entry, &queries, 10)
@@ -116,7 +116,7 @@ fn cosine_build_over_unit_vectors_matches_the_general_path() {
     let mut recalls = Vec::new();
     for rows in [data, scaled] {
         let g = build_quiet(&rows, DIM, &p, 42);
-        check_invariants(&g.neighbors, g.entry, p.max_neighbors);
+        check_invariants(&g.neighbors.to_lists(), g.entry, p.max_neighbors);
         let entry = g.entry;
         let mut store = MemoryStore::from_graph(rows, DIM, Metric::Cosine, g);
         recalls.push(recall_at_10(&mut store, entry, &queries, 10));
@@ -132,7 +132,7 @@ fn build_inner_product_and_l1() {
         let p = params(metric);
         let g = build_quiet(&data, 16, &p, 1);
         // Inner product leaves nodes unreachable more often; their hosts may go past R.
-        check_invariants(&g.neighbors, g.entry, p.slack_degree());
+        check_invariants(&g.neighbors.to_lists(), g.entry, p.slack_degree());
     }
 }
 
@@ -378,16 +378,16 @@ fn tiny_builds() {
     let empty = build_quiet(&[], 4, &p, 0);
     assert!(empty.neighbors.is_empty());
     let one = build_quiet(&[1.0, 2.0, 3.0, 4.0], 4, &p, 0);
-    assert_eq!(one, BuiltGraph { neighbors: vec![vec![]], entry: 0, codes: Vec::new() });
+    assert_eq!(one, BuiltGraph { neighbors: Adjacency::from_lists(&[vec![]]), entry: 0, codes: Vec::new() });
     // Fewer points than R: complete graph minus pruning, still connected.
     let data = clustered(10, 4, 2, 1);
     let g = build_quiet(&data, 4, &p, 0);
-    check_invariants(&g.neighbors, g.entry, p.max_neighbors);
+    check_invariants(&g.neighbors.to_lists(), g.entry, p.max_neighbors);
     // Duplicate vectors.
     let dup = [0.5f32; 4 * 50];
     let g = build_quiet(&dup, 4, &p, 0);
     // Copies are linked back from hosts with room below the slack degree.
-    check_invariants(&g.neighbors, g.entry, p.slack_degree());
+    check_invariants(&g.neighbors.to_lists(), g.entry, p.slack_degree());
 }
 
 /// Rows with many exact copies (as text embeddings have: one sentence thousands of times)
@@ -410,7 +410,7 @@ fn build_with_many_duplicates() {
         }
     }
     let g = build_quiet(&data, DIM, &p, 5);
-    check_invariants(&g.neighbors, g.entry, p.slack_degree());
+    check_invariants(&g.neighbors.to_lists(), g.entry, p.slack_degree());
     let over = g.neighbors.iter().filter(|l| l.len() > p.max_neighbors).count();
     assert!(over * 10 < g.neighbors.len(), "{over} of {} lists past R", g.neighbors.len());
     let entry = g.entry;
@@ -490,7 +490,7 @@ fn large_build_timing() {
         rayon::current_num_threads(),
         degs as f64 / n as f64
     );
-    check_invariants(&g.neighbors, g.entry, p.max_neighbors);
+    check_invariants(&g.neighbors.to_lists(), g.entry, p.max_neighbors);
     let entry = g.entry;
     let mut store = MemoryStore::from_graph(data, dim, p.metric, g);
     for l in [10, 40, 100] {
@@ -591,7 +591,7 @@ fn copies_do_not_end_a_search() {
     let mut neighbors: Vec<Vec<NodeId>> = vec![vec![1]];
     neighbors.extend((1..=8).map(|i| if i < 8 { vec![i + 1, 9] } else { vec![9] }));
     neighbors.extend([vec![10], vec![]]);
-    let graph = BuiltGraph { neighbors, entry: 0, codes: Vec::new() };
+    let graph = BuiltGraph { neighbors: Adjacency::from_lists(&neighbors), entry: 0, codes: Vec::new() };
     let mut store = MemoryStore::from_graph(rows.concat(), 2, Metric::L2, graph);
     let mut search = BeamSearch::new();
     let query = [0.0f32, 0.0];
