@@ -41,17 +41,11 @@ pub fn block_count(index: pg_sys::Relation) -> u32 {
 /// held it last ([`RECENT`]), else by `ReadBufferExtended`, which raises an ERROR for a
 /// block past the end.
 fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
-    // SAFETY: `index` is an open relation with its pg_class row.
-    let temp = unsafe { (*(*index).rd_rel).relpersistence } == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char;
-    if temp {
-        // Local buffers: no hints (a temporary relation's file number may equal a permanent
-        // one's, and the hint table does not tell local from shared buffers).
+    let Some((slot, file)) = recent_slot(index, block) else {
         return pin_only(index, block);
-    }
-    let (locator, file) = relation_file(index);
-    let slot = (block.wrapping_mul(0x9e37_79b9) ^ file.wrapping_mul(0x85eb_ca6b)) as usize % RECENT_SLOTS;
-    let hint = RECENT.with_borrow(|r| r.get(slot).copied()).filter(|&(f, b, _)| f == file && b == block);
-    if let Some((_, _, buf)) = hint {
+    };
+    let (locator, _) = relation_file(index);
+    if let Some(buf) = hint_at(slot, file, block) {
         // SAFETY: `buf` is a buffer id this backend was given for this block; ReadRecentBuffer
         // pins it only if it is still valid and tagged with exactly this block of this file.
         if unsafe { pg_sys::ReadRecentBuffer(locator, pg_sys::ForkNumber::MAIN_FORKNUM, block, buf) } {
@@ -72,13 +66,25 @@ fn pin_recent(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
 /// pinning it: a hint, which may be stale by the time it is used. None for a temporary
 /// index or a block not read lately.
 pub fn recent_buffer(index: pg_sys::Relation, block: u32) -> Option<pg_sys::Buffer> {
+    let (slot, file) = recent_slot(index, block)?;
+    hint_at(slot, file, block)
+}
+
+/// The [`RECENT`] slot of `block` of `index`, and the index's file number; None for a
+/// temporary index: local buffers get no hints (a temporary relation's file number may
+/// equal a permanent one's, and the table does not tell local from shared buffers).
+fn recent_slot(index: pg_sys::Relation, block: u32) -> Option<(usize, u32)> {
     // SAFETY: `index` is an open relation with its pg_class row.
     let temp = unsafe { (*(*index).rd_rel).relpersistence } == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char;
     if temp {
         return None;
     }
     let (_, file) = relation_file(index);
-    let slot = (block.wrapping_mul(0x9e37_79b9) ^ file.wrapping_mul(0x85eb_ca6b)) as usize % RECENT_SLOTS;
+    Some(((block.wrapping_mul(0x9e37_79b9) ^ file.wrapping_mul(0x85eb_ca6b)) as usize % RECENT_SLOTS, file))
+}
+
+/// The buffer [`RECENT`]'s `slot` names, when it was recorded for `block` of file `file`.
+fn hint_at(slot: usize, file: u32, block: u32) -> Option<pg_sys::Buffer> {
     RECENT.with_borrow(|r| r.get(slot).copied()).filter(|&(f, b, _)| f == file && b == block).map(|(_, _, buf)| buf)
 }
 
