@@ -254,6 +254,44 @@ fn build_in_threads(
 /// Nodes whose edge codes are computed together (in parallel) while the pages are written.
 const EDGE_CODE_CHUNK: usize = 4096;
 
+/// Every collected vector rotated once ([`Quantizer::rotated_source`]), as rows of
+/// `rotated_len` floats and whether each row is there (not for a zero vector under cosine), when the
+/// node records hold edge codes and the rows fit in `maintenance_work_mem` beside what the
+/// build holds; else None, and each edge code rotates its own residual (32 rotations a node
+/// instead of one).
+fn rotated_vectors(
+    state: &BuildState,
+    quantizer: &Quantizer,
+    pool: &rayon::ThreadPool,
+) -> Option<(Vec<f32>, Vec<bool>)> {
+    let (n, rl) = (state.tids.len(), quantizer.rotated_len());
+    let dims = state.vectors.len() / n.max(1);
+    let bytes = n * (4 * rl + std::mem::size_of::<bool>());
+    if !quantizer.relative() || n == 0 || n * state.bytes_per_node(dims) + bytes > state.budget_bytes {
+        return None;
+    }
+    Some(rotate_all(&state.vectors, dims, quantizer, pool))
+}
+
+/// See [`rotated_vectors`].
+fn rotate_all(vectors: &[f32], dims: usize, quantizer: &Quantizer, pool: &rayon::ThreadPool) -> (Vec<f32>, Vec<bool>) {
+    use rayon::prelude::*;
+    let (n, rl) = (vectors.len() / dims, quantizer.rotated_len());
+    let mut rows = vec![0f32; n * rl];
+    let mut present = vec![false; n];
+    pool.install(|| {
+        rows.par_chunks_mut(rl).zip(present.par_iter_mut()).zip(vectors.par_chunks(dims)).for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, out), ((row, there), v)| {
+                quantizer.rotated_source(v, buf, out);
+                row[..out.len()].copy_from_slice(out);
+                *there = !out.is_empty();
+            },
+        )
+    });
+    (rows, present)
+}
+
 /// Builds the graph over the collected vectors and writes metapage and node pages, then
 /// WAL-logs them if `log` (else the caller does, with what it writes next); the collected
 /// data is released.
@@ -293,13 +331,18 @@ fn write_graph(state: &mut BuildState, log: bool) {
         // threads, EDGE_CODE_CHUNK nodes at a time; otherwise the nodes' own codes are copied.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(build_threads()).build().expect("rayon thread pool");
         let vectors = &state.vectors;
-        let node_codes = |scratch: &mut EncodeScratch, i: usize| -> Vec<u8> {
+        let rotated = rotated_vectors(state, &quantizer, &pool);
+        let rl = quantizer.rotated_len();
+        let node_codes = |scratch: &mut (EncodeScratch, Vec<f32>), i: usize| -> Vec<u8> {
             let mut out = vec![0u8; g.neighbors.get(i as NodeId).len() * cb];
             let owner = &vectors[i * dims..(i + 1) * dims];
             for (&j, code) in g.neighbors.get(i as NodeId).iter().zip(out.chunks_mut(cb)) {
                 let j = j as usize;
-                if quantizer.relative() {
-                    quantizer.encode_edge_with(&vectors[j * dims..(j + 1) * dims], owner, code, scratch);
+                if let Some((rows, present)) = &rotated {
+                    let row = |k: usize| if present[k] { &rows[k * rl..(k + 1) * rl] } else { &[][..] };
+                    quantizer.encode_edge_rotated(row(j), row(i), code, &mut scratch.1);
+                } else if quantizer.relative() {
+                    quantizer.encode_edge_with(&vectors[j * dims..(j + 1) * dims], owner, code, &mut scratch.0);
                 } else {
                     code.copy_from_slice(&codes[j * cb..(j + 1) * cb]);
                 }
@@ -310,9 +353,9 @@ fn write_graph(state: &mut BuildState, log: bool) {
             let end = (start + EDGE_CODE_CHUNK).min(n);
             let chunk: Vec<Vec<u8>> = if quantizer.relative() {
                 use rayon::prelude::*;
-                pool.install(|| (start..end).into_par_iter().map_init(EncodeScratch::default, node_codes).collect())
+                pool.install(|| (start..end).into_par_iter().map_init(Default::default, node_codes).collect())
             } else {
-                (start..end).map(|i| node_codes(&mut EncodeScratch::default(), i)).collect()
+                (start..end).map(|i| node_codes(&mut Default::default(), i)).collect()
             };
             for (i, neighbor_codes) in (start..end).zip(chunk) {
                 ids.clear();
