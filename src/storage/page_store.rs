@@ -403,6 +403,9 @@ pub struct PageStore {
     /// Called between graph operations at least this long apart, where no page is locked
     /// ([`PageStore::yield_every`]).
     yielding: Option<Yielding>,
+    /// Edge codes' buffers, and the rotations of the last two vectors encoded: a new node's
+    /// edges, and its back-edges, all share it.
+    encode: omen_core::quant::EncodeScratch,
 }
 
 /// A hook a merge worker runs between graph operations (expansions, exact distances,
@@ -450,6 +453,7 @@ impl PageStore {
             codes: None,
             tids: None,
             yielding: None,
+            encode: Default::default(),
         }
     }
 
@@ -668,10 +672,11 @@ impl PageStore {
         let cb = self.layout.code_bytes;
         let mut out = vec![0u8; ids.len() * cb];
         let quantizer = std::rc::Rc::clone(&self.quantizer);
-        let mut scratch = omen_core::quant::EncodeScratch::default();
+        let mut scratch = std::mem::take(&mut self.encode);
         for (&id, code) in ids.iter().zip(out.chunks_mut(cb)) {
             self.with_vector(id, |v, _| quantizer.encode_edge_with(v, owner, code, &mut scratch));
         }
+        self.encode = scratch;
         out
     }
 

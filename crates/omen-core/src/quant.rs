@@ -57,13 +57,31 @@ pub struct Quantizer {
     centroid_rotated: Vec<f32>,
 }
 
-/// Buffers [`Quantizer::encode_edge_with`] reuses from one code to the next.
+/// Buffers [`Quantizer::encode_edge_with`] reuses from one code to the next, and the
+/// rotations of the last two vectors it saw (a node's edges share the node, a new node's
+/// back-edges share it too), so that an edge code mostly costs one rotation.
 #[derive(Clone, Debug, Default)]
 pub struct EncodeScratch {
-    v_source: Vec<f32>,
-    owner_source: Vec<f32>,
+    source: Vec<f32>,
     residual: Vec<f32>,
-    rotated: Vec<f32>,
+    /// (vector, its rotation: empty for a zero vector under cosine), most recent first.
+    rotated: [(Vec<f32>, Vec<f32>); 2],
+}
+
+impl EncodeScratch {
+    /// Moves the rotation of `v` to the front of the cache, computing it if it is not there.
+    fn rotate(&mut self, quantizer: &Quantizer, v: &[f32]) {
+        if self.rotated[0].0 == v {
+            return;
+        }
+        if self.rotated[1].0 != v {
+            let (key, rot) = &mut self.rotated[1];
+            key.clear();
+            key.extend_from_slice(v);
+            quantizer.rotated_source(v, &mut self.source, rot);
+        }
+        self.rotated.swap(0, 1);
+    }
 }
 
 /// A query prepared against a [`Quantizer`]: rotated, with the terms every estimate shares.
@@ -314,17 +332,14 @@ impl Quantizer {
         if !self.relative() {
             return self.encode(v, out);
         }
-        out.fill(0);
-        let EncodeScratch { v_source, owner_source, residual, rotated } = scratch;
-        let (Some(x), Some(o)) = (self.source(v, v_source), self.source(owner, owner_source)) else { return };
-        residual.clear();
-        residual.extend(x.iter().zip(o).map(|(a, b)| a - b));
-        self.encode_residual(residual, out, rotated);
-        if self.metric == Metric::L2 {
-            let k: f32 = o.iter().zip(&self.centroid).zip(residual.iter()).map(|((o, c), r)| (o - c) * r).sum();
-            let at = self.bits * self.code_dims / 8 + 12;
-            out[at..at + 4].copy_from_slice(&k.to_le_bytes());
-        }
+        // Both through their rotations, as a build computes them (`encode_edge_rotated`), so
+        // that a code is the same bytes whichever computed it (`omen_check` compares them).
+        scratch.rotate(self, owner);
+        scratch.rotate(self, v);
+        let EncodeScratch { residual, rotated: [(_, v_rot), (_, other)], .. } = scratch;
+        // A copy of the node (the same vector) left the owner's rotation in front alone.
+        let owner_rot = if v == owner { &*v_rot } else { &*other };
+        self.encode_edge_rotated(v_rot, owner_rot, out, residual);
     }
 
     /// Floats of a vector [`rotated_source`](Self::rotated_source) writes.
@@ -344,11 +359,11 @@ impl Quantizer {
     }
 
     /// [`encode_edge_with`](Self::encode_edge_with) from the vectors as
-    /// [`rotated_source`](Self::rotated_source) wrote them: the same code, but for float
-    /// rounding. The rotation is linear and orthogonal, so the rotated residual is the
-    /// difference of the rotated vectors and has the residual's length; a build that
-    /// rotates each vector once saves a rotation per edge (32 a node, most of an edge code's
-    /// cost). Multi-bit ([`relative`](Self::relative)) codes only.
+    /// [`rotated_source`](Self::rotated_source) wrote them (the same bytes). The rotation is
+    /// linear and orthogonal, so the rotated residual is the difference of the rotated
+    /// vectors and has the residual's length: a build that rotates each vector once saves
+    /// a rotation per edge (32 a node, most of an edge code's cost). Multi-bit
+    /// ([`relative`](Self::relative)) codes only.
     pub fn encode_edge_rotated(&self, v_rot: &[f32], owner_rot: &[f32], out: &mut [u8], residual: &mut Vec<f32>) {
         debug_assert!(self.relative());
         out.fill(0);
@@ -787,63 +802,38 @@ mod tests {
         }
     }
 
-    /// Edge codes from vectors rotated once give the estimates of edge codes computed from
-    /// the vectors (the rotation is linear and orthogonal), within float rounding: the
-    /// factors agree to 1e-4 of the residual's length, a coordinate's level by at most one
-    /// step (a rounding boundary), and the estimates to a small fraction of the exact
-    /// distances' spread. Zero vectors under cosine get the all-zero code both ways.
+    /// Edge codes from vectors rotated once are the bytes `encode_edge_with` writes (a build
+    /// computes them one way, `omen_check` and merges the other), whatever the scratch's
+    /// cache holds: pairs in an order that hits and misses it, a node's copy (the same
+    /// vector) as its neighbour, and zero vectors under cosine (the all-zero code).
     #[test]
     fn edge_codes_from_rotated_vectors_match() {
         for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
             for dims in [64, 96, 200] {
-                let owners = rows(100, dims, 11);
-                let noise = rows(100, dims, 12);
-                let queries = rows(5, dims, 13);
-                let neighbours: Vec<f32> = owners.iter().zip(&noise).map(|(o, e)| o + 0.1 * e).collect();
-                let q = Quantizer::new(metric, dims, Quantizer::centroid_of(metric, dims, &owners), 3);
-                let (mut a, mut b) = (vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()]);
+                let mut vectors = rows(40, dims, 11);
+                vectors.copy_within(..dims, dims); // a copy
+                vectors[2 * dims..3 * dims].fill(0.0);
+                let q = Quantizer::new(metric, dims, Quantizer::centroid_of(metric, dims, &vectors), 3);
+                let row = |i: usize| &vectors[i * dims..(i + 1) * dims];
+                let (mut a, mut b, mut c) =
+                    (vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()]);
                 let (mut buf, mut o_rot, mut n_rot, mut residual) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                let mut scratch = EncodeScratch::default();
-                let mut p = PreparedQuery::default();
-                let (mut diff, mut spread) = (0f64, 0f64);
-                for (o, n) in owners.chunks(dims).zip(neighbours.chunks(dims)) {
-                    q.encode_edge_with(n, o, &mut a, &mut scratch);
-                    q.rotated_source(o, &mut buf, &mut o_rot);
-                    q.rotated_source(n, &mut buf, &mut n_rot);
-                    assert_eq!(o_rot.len(), q.rotated_len());
-                    q.encode_edge_rotated(&n_rot, &o_rot, &mut b, &mut residual);
-                    let at = q.bits * q.code_dims / 8;
-                    let float = |c: &[u8], i: usize| f32::from_le_bytes(c[i..i + 4].try_into().unwrap());
-                    let scale = float(&a, at).sqrt().max(1e-6);
-                    for f in 0..q.code_bytes().saturating_sub(at) / 4 {
-                        let (x, y) = (float(&a, at + 4 * f), float(&b, at + 4 * f));
-                        assert!(
-                            (x - y).abs() <= 1e-4 * scale.max(x.abs()),
-                            "{metric:?} {dims}: factor {f}: {x} vs {y}"
-                        );
-                    }
-                    for query in queries.chunks(dims) {
-                        q.prepare(query, &mut p);
-                        let owner_distance = metric.rank_distance(o, query);
-                        let (ea, eb) =
-                            (q.estimate_edge(&p, &a, owner_distance), q.estimate_edge(&p, &b, owner_distance));
-                        diff += (ea - eb).abs() as f64;
-                        spread += (metric.rank_distance(n, query) - owner_distance).abs() as f64;
+                let mut shared = EncodeScratch::default();
+                let pairs = (0..40).flat_map(|o| [(o, (o + 1) % 40), (o, (o + 7) % 40), ((o + 3) % 40, o), (o, o)]);
+                for (n, o) in pairs.chain([(0, 1), (1, 0), (2, 5), (5, 2)]) {
+                    q.encode_edge_with(row(n), row(o), &mut a, &mut shared);
+                    q.encode_edge_with(row(n), row(o), &mut b, &mut EncodeScratch::default());
+                    q.rotated_source(row(o), &mut buf, &mut o_rot);
+                    q.rotated_source(row(n), &mut buf, &mut n_rot);
+                    q.encode_edge_rotated(&n_rot, &o_rot, &mut c, &mut residual);
+                    assert_eq!(a, b, "{metric:?} {dims}: edge {n} of {o}, cached scratch");
+                    assert_eq!(a, c, "{metric:?} {dims}: edge {n} of {o}, from rotated vectors");
+                    if metric == Metric::Cosine && (n == 2 || o == 2) {
+                        assert!(a.iter().all(|&x| x == 0), "a zero vector's edge code is all zero");
                     }
                 }
-                assert!(diff < 0.01 * spread, "{metric:?} {dims}: estimates differ by {diff}, spread {spread}");
             }
         }
-        let q = Quantizer::new(Metric::Cosine, 64, vec![0.1; 64], 3);
-        let (zero, v) = (vec![0f32; 64], rows(1, 64, 1));
-        let (mut buf, mut z_rot, mut v_rot, mut residual) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        q.rotated_source(&zero, &mut buf, &mut z_rot);
-        q.rotated_source(&v, &mut buf, &mut v_rot);
-        assert!(z_rot.is_empty());
-        let (mut a, mut b) = (vec![1u8; q.code_bytes()], vec![1u8; q.code_bytes()]);
-        q.encode_edge(&v, &zero, &mut a);
-        q.encode_edge_rotated(&v_rot, &z_rot, &mut b, &mut residual);
-        assert!(a.iter().all(|&x| x == 0) && a == b);
     }
 
     /// The bit-planes of a multi-bit code hold bit b of coordinate i's level at bit i % 8
