@@ -10,10 +10,12 @@
 //! - [`graph`]: the Vamana graph (DiskANN): beam search, RobustPrune, parallel in-memory build
 //!   and in-place insert, written against the small [`graph::GraphStore`] trait so the
 //!   PostgreSQL page store and the in-memory test store share one implementation.
+//! - [`huge_pages`]: asks Linux for transparent huge pages for a build's large arrays.
 
 pub mod distance;
 pub mod fastscan;
 pub mod graph;
+pub mod huge_pages;
 pub mod quant;
 pub mod simd;
 pub mod text;

@@ -24,7 +24,9 @@ impl Adjacency {
     /// `n` empty lists of room `cap` each.
     pub fn new(n: usize, cap: usize) -> Self {
         assert!(cap > 0 && cap < u32::MAX as usize, "a list's room must fit a u32");
-        Adjacency { cap, rows: vec![0; n.checked_mul(cap + 1).expect("adjacency too large")] }
+        let rows = vec![0; n.checked_mul(cap + 1).expect("adjacency too large")];
+        crate::huge_pages::advise(&rows);
+        Adjacency { cap, rows }
     }
 
     /// Number of nodes.

@@ -159,10 +159,14 @@ pub fn build_coded(
     if n == 0 {
         return Some(BuiltGraph { neighbors: Adjacency::new(0, 1), entry: 0, codes: Vec::new() });
     }
+    // The searches read vectors, lists and codes at random: on huge pages where the
+    // kernel gives them (`huge_pages`).
+    crate::huge_pages::advise(vectors);
     let codes = match quantizer {
         Some(q) => {
             let cb = q.code_bytes();
             let mut codes = vec![0u8; n * cb];
+            crate::huge_pages::advise(&codes);
             codes.par_chunks_mut(cb).enumerate().for_each(|(i, c)| q.encode(&vectors[i * dim..(i + 1) * dim], c));
             codes
         }

@@ -46,8 +46,10 @@ impl<S: GraphStore> GraphStore for CodedStore<'_, S> {
     fn is_live(&mut self, id: NodeId) -> bool {
         self.inner.is_live(id)
     }
+    /// The node's list, and its vector: expanding it computes its exact distance.
     fn prefetch_neighbors(&mut self, id: NodeId) {
-        self.inner.prefetch_neighbors(id)
+        self.inner.prefetch_neighbors(id);
+        self.inner.prefetch(id);
     }
     fn prepare(&mut self, query: &[f32]) {
         self.query.clear();
@@ -61,6 +63,9 @@ impl<S: GraphStore> GraphStore for CodedStore<'_, S> {
         out: &mut Vec<(NodeId, f32)>,
     ) -> Option<(f32, bool)> {
         let cb = self.quantizer.code_bytes();
+        // The node's own vector, for its exact distance below: its loads overlap the
+        // estimates.
+        self.inner.prefetch(id);
         self.inner.neighbors(id, &mut self.scratch);
         // The unseen neighbours' codes are scattered over `codes`: ask for all of them
         // first, so the loads overlap, then estimate.
