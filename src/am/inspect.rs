@@ -355,7 +355,8 @@ pg_fn!(omen_check_json, pg_finfo_omen_check_json, |call| {
             } else {
                 store.code_of(*m)
             };
-            if expected != *code {
+            // Equal up to float rounding: codes written by another build of omen pass.
+            if !store.quantizer.same_code(&expected, code) {
                 stale += 1;
                 example.get_or_insert((*id, *m));
             }

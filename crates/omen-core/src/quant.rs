@@ -25,7 +25,7 @@
 //! loop serves other CPUs ([`crate::simd`] picks one at run time); [`plane_sum_scalar`] is
 //! the reference the tests compare them with.
 
-use crate::distance::{Metric, inner_product};
+use crate::distance::Metric;
 use crate::simd::Level;
 
 /// Rotated coordinates kept in a code at most (bits: 128 bytes).
@@ -130,6 +130,22 @@ fn fwht(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= scale;
     }
+}
+
+/// `Σ a_i b_i` in one fixed order (eight running sums, then added pairwise) on every CPU,
+/// unlike the SIMD kernels, which dispatch on the CPU and round differently: a code is then
+/// the same bytes wherever it is computed (a primary's build, a merge on a replica's CPU,
+/// `omen_check`). The eight sums keep the compiler free to use vector registers.
+fn fixed_order_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut sums = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            sums[k] += x[k] * y[k];
+        }
+    }
+    ((sums[0] + sums[4]) + (sums[2] + sums[6])) + ((sums[1] + sums[5]) + (sums[3] + sums[7])) + tail
 }
 
 impl Quantizer {
@@ -342,6 +358,35 @@ impl Quantizer {
         self.encode_edge_rotated(v_rot, owner_rot, out, residual);
     }
 
+    /// Whether codes `a` and `b` describe the same vector up to float rounding: the same
+    /// bytes or, for multi-bit codes, every coordinate's level within one step and the
+    /// residual's length, the grid's lowest level and its step within 1e-3 of the larger.
+    /// So a code written by another build of omen (edge codes were computed from the
+    /// rotated residual before `28caa81`, from the difference of rotated vectors since)
+    /// passes `omen_check`, and another vector's code does not. (For L2, the last factor,
+    /// `<owner - c, r>`, can cancel to near zero and is left out.)
+    pub fn same_code(&self, a: &[u8], b: &[u8]) -> bool {
+        if a == b {
+            return true;
+        }
+        if a.len() != b.len() || self.exact || self.bits < 2 {
+            return false;
+        }
+        let plane = self.code_dims / 8;
+        let at = self.bits * plane;
+        let level = |c: &[u8], i: usize| -> u32 {
+            (0..self.bits).map(|bit| (((c[bit * plane + i / 8] >> (i % 8)) & 1) as u32) << bit).sum()
+        };
+        if (0..self.code_dims).any(|i| level(a, i).abs_diff(level(b, i)) > 1) {
+            return false;
+        }
+        let float = |c: &[u8], f: usize| f32::from_le_bytes(c[at + 4 * f..at + 4 * f + 4].try_into().expect("4 bytes"));
+        (0..3).all(|f| {
+            let (x, y) = (float(a, f), float(b, f));
+            (x - y).abs() <= 1e-3 * x.abs().max(y.abs())
+        })
+    }
+
     /// Floats of a vector [`rotated_source`](Self::rotated_source) writes.
     pub fn rotated_len(&self) -> usize {
         self.padded
@@ -372,11 +417,11 @@ impl Quantizer {
         }
         residual.clear();
         residual.extend(v_rot.iter().zip(owner_rot).map(|(a, b)| a - b));
-        let norm_sq = inner_product(residual, residual) as f32;
+        let norm_sq = fixed_order_dot(residual, residual);
         self.encode_levels(&residual[..self.code_dims], norm_sq, out);
         if self.metric == Metric::L2 {
             // <owner - c, r>, in the rotated space.
-            let k = (inner_product(owner_rot, residual) - inner_product(&self.centroid_rotated, residual)) as f32;
+            let k = fixed_order_dot(owner_rot, residual) - fixed_order_dot(&self.centroid_rotated, residual);
             let at = self.bits * self.code_dims / 8 + 12;
             out[at..at + 4].copy_from_slice(&k.to_le_bytes());
         }
@@ -444,7 +489,7 @@ impl Quantizer {
         // rotation makes them nearly Gaussian, with sigma = |r_kept| / sqrt(m)); the
         // tails are clipped. Stored as bit-planes.
         let levels = ((1usize << self.bits) - 1) as f32;
-        let sigma = (inner_product(rot, rot) as f32).sqrt() / (m as f32).sqrt();
+        let sigma = fixed_order_dot(rot, rot).sqrt() / (m as f32).sqrt();
         let delta = GAUSSIAN_STEP[self.bits] * sigma;
         let lo = -delta * levels / 2.0;
         // Eight coordinates at a time, one byte of each bit-plane per eight (m is a
@@ -834,6 +879,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Codes of the same edge computed two ways (the residual rotated, as before
+    /// `28caa81`; the rotated vectors' difference, as now) are `same_code`; the code of
+    /// another neighbour of the same node is not.
+    #[test]
+    fn same_code_tells_rounding_from_another_vector() {
+        let mut differed = 0;
+        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+            for dims in [64, 96, 200] {
+                let owners = rows(50, dims, 21);
+                let noise = rows(50, dims, 22);
+                let neighbours: Vec<f32> = owners.iter().zip(&noise).map(|(o, e)| o + 0.2 * e).collect();
+                let q = Quantizer::new(metric, dims, Quantizer::centroid_of(metric, dims, &owners), 4);
+                let (mut now, mut before, mut other) =
+                    (vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()], vec![0u8; q.code_bytes()]);
+                let (mut b1, mut b2, mut rot) = (Vec::new(), Vec::new(), Vec::new());
+                let mut scratch = EncodeScratch::default();
+                for i in 0..50 {
+                    let (o, n) = (&owners[i * dims..(i + 1) * dims], &neighbours[i * dims..(i + 1) * dims]);
+                    let j = (i + 1) % 50;
+                    let far = &neighbours[j * dims..(j + 1) * dims];
+                    q.encode_edge_with(n, o, &mut now, &mut scratch);
+                    // Before: the residual of the normalized vectors, rotated.
+                    let (x, y) = (q.source(n, &mut b1).unwrap().to_vec(), q.source(o, &mut b2).unwrap().to_vec());
+                    let residual: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a - b).collect();
+                    before.fill(0);
+                    q.encode_residual(&residual, &mut before, &mut rot);
+                    if metric == Metric::L2 {
+                        let k: f32 = y.iter().zip(&q.centroid).zip(&residual).map(|((o, c), r)| (o - c) * r).sum();
+                        let at = q.bits * q.code_dims / 8 + 12;
+                        before[at..at + 4].copy_from_slice(&k.to_le_bytes());
+                    }
+                    differed += usize::from(before != now);
+                    assert!(q.same_code(&now, &before), "{metric:?} {dims}: edge {i}, the two computations");
+                    q.encode_edge_with(far, o, &mut other, &mut scratch);
+                    assert!(!q.same_code(&now, &other), "{metric:?} {dims}: edge {i} against another neighbour");
+                }
+            }
+        }
+        assert!(differed > 0, "the two computations never differed: the tolerance went untested");
     }
 
     /// The bit-planes of a multi-bit code hold bit b of coordinate i's level at bit i % 8
