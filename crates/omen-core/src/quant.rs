@@ -418,7 +418,11 @@ impl Quantizer {
         residual.clear();
         residual.extend(v_rot.iter().zip(owner_rot).map(|(a, b)| a - b));
         let norm_sq = fixed_order_dot(residual, residual);
-        self.encode_levels(&residual[..self.code_dims], norm_sq, out);
+        // Multi-bit codes keep every rotated coordinate (at most 256): the kept length is the
+        // residual's, already summed.
+        let kept = &residual[..self.code_dims];
+        let kept_sq = if kept.len() == residual.len() { norm_sq } else { fixed_order_dot(kept, kept) };
+        self.encode_levels(kept, norm_sq, kept_sq, out);
         if self.metric == Metric::L2 {
             // <owner - c, r>, in the rotated space.
             let k = fixed_order_dot(owner_rot, residual) - fixed_order_dot(&self.centroid_rotated, residual);
@@ -461,7 +465,7 @@ impl Quantizer {
         let rot = &*rot;
         let m = self.code_dims;
         if self.bits > 1 {
-            return self.encode_levels(rot, norm_sq, out);
+            return self.encode_levels(rot, norm_sq, fixed_order_dot(rot, rot), out);
         }
         for (i, &r) in rot.iter().enumerate() {
             if r > 0.0 {
@@ -480,16 +484,17 @@ impl Quantizer {
     }
 
     /// The multi-bit code of a rotated residual `rot` (its kept coordinates) whose length
-    /// before rotation squared is `norm_sq`: bit-planes, then `norm_sq`, the grid's lowest
-    /// level and its step.
-    fn encode_levels(&self, rot: &[f32], norm_sq: f32, out: &mut [u8]) {
+    /// before rotation squared is `norm_sq` (`kept_sq`: the kept coordinates' squared
+    /// length, which sets the grid): bit-planes, then `norm_sq`, the grid's lowest level
+    /// and its step.
+    fn encode_levels(&self, rot: &[f32], norm_sq: f32, kept_sq: f32, out: &mut [u8]) {
         let m = self.code_dims;
         // Each kept coordinate on a uniform grid of 2^bits levels centred on zero, the
         // step the one that minimizes the error for a Gaussian coordinate (a random
         // rotation makes them nearly Gaussian, with sigma = |r_kept| / sqrt(m)); the
         // tails are clipped. Stored as bit-planes.
         let levels = ((1usize << self.bits) - 1) as f32;
-        let sigma = fixed_order_dot(rot, rot).sqrt() / (m as f32).sqrt();
+        let sigma = kept_sq.sqrt() / (m as f32).sqrt();
         let delta = GAUSSIAN_STEP[self.bits] * sigma;
         let lo = -delta * levels / 2.0;
         // Eight coordinates at a time, one byte of each bit-plane per eight (m is a
@@ -934,7 +939,7 @@ mod tests {
                 rot[0] = 50.0; // clipped at the top level
                 rot[1] = -50.0; // and at the bottom
                 let mut out = vec![0u8; q.code_bytes()];
-                q.encode_levels(&rot, 1.0, &mut out);
+                q.encode_levels(&rot, 1.0, fixed_order_dot(&rot, &rot), &mut out);
                 let at = q.bits * q.code_dims / 8;
                 let float = |i: usize| f32::from_le_bytes(out[i..i + 4].try_into().unwrap());
                 let stretch = q.padded as f32 / q.code_dims as f32;
