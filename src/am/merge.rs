@@ -29,7 +29,8 @@
 //! Yielding: a background worker's merge gives up its core between entries
 //! ([`yield_between_entries`]) when another process waits for it, and within an entry at
 //! most every [`YIELD_EVERY`] (between its page store's graph operations), at points where
-//! it holds no page lock.
+//! it holds no page lock; while rows arrive it also sleeps there while the cores are busy
+//! ([`sleep_while_cores_busy`]).
 
 use omen_core::graph::{self, BeamSearch, NodeId};
 use pgrx::pg_sys;
@@ -45,6 +46,20 @@ pub const BATCH: usize = 64;
 std::thread_local! {
     /// Whether this process's merges yield between entries (merge workers).
     static YIELDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether a yielding merge also sleeps while the cores are busy (see
+    /// [`sleep_while_cores_busy`]).
+    static SLEEP_WHILE_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this process's yielding merges also sleep at each yield point while other
+/// processes keep every core busy (`omen_core::cores::busy`), for at most
+/// [`MAX_BUSY_WAIT`]. A merge worker turns it on while rows arrive in its index: a worker
+/// that only yields stays runnable, and the scheduler then woke an inserting client behind
+/// a query on one core while the other idled. Off once the index is quiet, so that the
+/// buffer left at the end of a load is merged at full speed (a busy count then mostly
+/// means the other worker and PostgreSQL's own background processes).
+pub fn sleep_while_cores_busy(on: bool) {
+    SLEEP_WHILE_BUSY.set(on);
 }
 
 /// Makes this process's merges call `sched_yield` between entries (set by the merge
@@ -79,7 +94,23 @@ fn give_up_core() {
     // SAFETY: sched_yield has no arguments and no effect on this process's state; it
     // cannot fail on Linux.
     unsafe { libc::sched_yield() };
+    if !SLEEP_WHILE_BUSY.get() {
+        return;
+    }
+    let mut waited = std::time::Duration::ZERO;
+    while waited < MAX_BUSY_WAIT && omen_core::cores::busy() {
+        std::thread::sleep(BUSY_POLL);
+        waited += BUSY_POLL;
+    }
 }
+
+/// How long a yielding merge sleeps at most at one yield point while every core is busy
+/// with other processes (`omen_core::cores::busy`: the worker is then on no run queue, see
+/// there), and how often it looks again meanwhile. A worker sleeps at most this long per
+/// 150 µs merged ([`YIELD_EVERY`]): however busy the cores, the merge goes on at about a
+/// fourteenth of one core, and the insert buffer's cap bounds the rest.
+const MAX_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Which pages of a merge segment a merge works on: those at positions `p` (oldest page
 /// first) with `p % of == slot`.

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 
-use super::merge::{MergeCursor, merge_in_free_slot, repair_reachability, yield_between_entries};
+use super::merge::{
+    MergeCursor, merge_in_free_slot, repair_reachability, sleep_while_cores_busy, yield_between_entries,
+};
 use super::options::{AUTO_MAX_MERGE_WORKERS, MAX_MERGE_WORKERS, MERGE_WORKER_NICE};
 use crate::storage::layout::NO_BLOCK;
 use crate::storage::merge_lock::{
@@ -352,6 +354,7 @@ fn merge_step(index_oid: pg_sys::Oid, state: &mut WorkerState) -> Step {
         // the index is quiet), over one part more than that (`merge_parts`).
         let meta = read_meta(index);
         let quiet = state.appends.quiet(&meta);
+        sleep_while_cores_busy(!quiet);
         let tokens = if quiet { quiet_merge_workers() } else { merge_workers() };
         let Some(token) = try_lock_worker_token(index, tokens) else {
             // Every token is taken. A worker that merged still owes the repair, which needs

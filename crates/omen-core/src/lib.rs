@@ -11,7 +11,9 @@
 //!   and in-place insert, written against the small [`graph::GraphStore`] trait so the
 //!   PostgreSQL page store and the in-memory test store share one implementation.
 //! - [`huge_pages`]: asks Linux for transparent huge pages for a build's large arrays.
+//! - [`cores`]: whether other processes keep every core busy (merge workers sleep then).
 
+pub mod cores;
 pub mod distance;
 pub mod fastscan;
 pub mod graph;
