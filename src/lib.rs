@@ -94,6 +94,44 @@ mod tests {
         assert_eq!(zero, 40, "the 40 nearest rows are copies of the query");
     }
 
+    /// The slack degree follows the page layout: at 64 dimensions 38 neighbours (four node
+    /// records a page) instead of 41 (three); at 784 dimensions, where one record fills a
+    /// page whatever the slack, 41. An index built and grown in place at 64 dimensions
+    /// keeps every list within its 38 (omen_check), and the metapage records them.
+    #[pg_test]
+    fn slack_degree_follows_the_page_layout() {
+        use crate::storage::layout::Layout;
+        use omen_core::graph::GraphParams;
+        let params = GraphParams::default();
+        assert_eq!(Layout::slack_for(64, &params), 38);
+        let (at38, at41) = (Layout::new(64, 38).unwrap(), Layout::new(64, 41).unwrap());
+        assert!(at38.pages_per_node() < at41.pages_per_node());
+        assert_eq!(Layout::slack_for(784, &params), 41);
+        assert!(Layout::slack_for(1536, &params) <= 41);
+        let r8 = GraphParams { max_neighbors: 8, ..params };
+        assert!((r8.max_neighbors..=r8.default_slack_degree()).contains(&Layout::slack_for(64, &r8)));
+
+        Spi::run("CREATE TABLE s64 (id int, v vector(64))").unwrap();
+        let row = "ARRAY(SELECT sin(i * 0.37 + d * 1.7 + (i % 13) * d) FROM generate_series(1, 64) d)::real[]::vector";
+        Spi::run(&format!("INSERT INTO s64 SELECT i, {row} FROM generate_series(1, 2000) i")).unwrap();
+        Spi::run("CREATE INDEX s64_v_idx ON s64 USING omen (v vector_l2_ops) WITH (buffer = off)").unwrap();
+        Spi::run(&format!("INSERT INTO s64 SELECT i, {row} FROM generate_series(2001, 2600) i")).unwrap();
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 's64_v_idx'::regclass::oid").unwrap().unwrap();
+        // SAFETY: the index exists; opened and closed with a lock that keeps it while its
+        // metapage is read.
+        let slack = unsafe {
+            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let slack = crate::storage::page_store::read_meta(index).slack_degree;
+            pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            slack
+        };
+        assert_eq!(slack, 38);
+        let problems = Spi::get_one::<String>("SELECT array_to_string(problems, '; ') FROM omen_check('s64_v_idx')")
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(problems, "", "omen_check found problems");
+    }
+
     /// An index of an older layout (here: its metapage set back to layout 2, as omendb
     /// 0.1.0 wrote it) is refused with an ERROR that says to REINDEX, not misread.
     #[pg_test(error = "omen index \"old_v_idx\" was built by an older omendb (layout version 2); REINDEX it")]

@@ -298,6 +298,7 @@ fn rotate_all(vectors: &[f32], dims: usize, quantizer: &Quantizer, pool: &rayon:
 fn write_graph(state: &mut BuildState, log: bool) {
     let dims = state.dims.unwrap_or_else(|| typmod_dims(state.index).unwrap_or(0));
     if dims > 0 {
+        state.params.slack = Some(Layout::slack_for(dims, &state.params));
         Layout::check(dims, &state.params);
     }
     let n = state.tids.len();
@@ -454,9 +455,10 @@ pub unsafe extern "C-unwind" fn ambuild(
     index_info: *mut pg_sys::IndexInfo,
 ) -> *mut pg_sys::IndexBuildResult {
     let metric = metric_of(index);
-    let params = graph_params(index, metric);
+    let mut params = graph_params(index, metric);
     let dims = typmod_dims(index);
     if let Some(d) = dims {
+        params.slack = Some(Layout::slack_for(d, &params));
         Layout::check(d, &params);
     }
     // SAFETY: reading an integer GUC (kB) of this backend.
@@ -514,8 +516,12 @@ pub unsafe extern "C-unwind" fn ambuild(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let metric = metric_of(index);
-    let params = graph_params(index, metric);
-    let meta = new_meta(&params, metric, typmod_dims(index).unwrap_or(0), NO_NODE);
+    let mut params = graph_params(index, metric);
+    let dims = typmod_dims(index).unwrap_or(0);
+    if dims > 0 {
+        params.slack = Some(Layout::slack_for(dims, &params));
+    }
+    let meta = new_meta(&params, metric, dims, NO_NODE);
     let mut image = vec![0u64; PAGE_SIZE / 8];
     write_meta_page(image.as_mut_ptr().cast(), &meta);
     let buf = append_page(index, pg_sys::ForkNumber::INIT_FORKNUM, &image);

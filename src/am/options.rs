@@ -222,7 +222,7 @@ pub fn graph_params(index: pg_sys::Relation, metric: Metric) -> GraphParams {
             format!("build_list_size ({l}) must be at least max_neighbors ({r})")
         );
     }
-    GraphParams { max_neighbors: r as usize, build_list_size: l as usize, alpha: a as f32, metric }
+    GraphParams { max_neighbors: r as usize, build_list_size: l as usize, alpha: a as f32, metric, slack: None }
 }
 
 /// The insert buffer options of `index`: whether it is on, and its merge threshold.

@@ -150,6 +150,7 @@ impl Meta {
             build_list_size: self.build_list_size as usize,
             alpha: self.alpha,
             metric: self.metric(),
+            slack: Some(self.slack_degree as usize),
         }
     }
 }
@@ -245,6 +246,34 @@ impl Layout {
             inline_vectors,
             record_size,
         })
+    }
+
+    /// The slack degree a new index of `dims` dimensions gets: of those from `1.15 R`
+    /// (rounded up) to [`GraphParams::default_slack_degree`], the largest among those that
+    /// take the fewest pages a node. A node record a few neighbours shorter can fit another
+    /// record on every page: at R = 32 and 64 dimensions, 38 instead of 41 puts four node
+    /// records on a page instead of three (with their vectors on vector pages), 13% fewer
+    /// pages. Most dimensions keep 41.
+    pub fn slack_for(dims: usize, params: &GraphParams) -> usize {
+        let hi = params.default_slack_degree();
+        let lo = (params.max_neighbors * 115).div_ceil(100).clamp(params.max_neighbors, hi);
+        let pages = |s: usize| Layout::new(dims.max(1), s).map(|l| l.pages_per_node());
+        let mut best = (hi, pages(hi));
+        for s in (lo..hi).rev() {
+            if let Some(p) = pages(s)
+                && best.1.is_none_or(|b| p < b * (1.0 - 1e-9))
+            {
+                best = (s, Some(p));
+            }
+        }
+        best.0
+    }
+
+    /// Pages a node takes: its share of a node page, and of a vector page or its chunks'
+    /// pages when the vectors are apart.
+    pub fn pages_per_node(&self) -> f64 {
+        let node = 1.0 / self.nodes_per_page as f64;
+        if self.inline_vectors { node } else { node + self.chunks as f64 / self.vectors_per_page as f64 }
     }
 
     /// Pages the centroid takes, from [`CENTROID_BLOCK`] on.

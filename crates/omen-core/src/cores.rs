@@ -7,16 +7,22 @@
 //! waited for it there while the other core idled. A worker that sleeps while the cores
 //! are busy is on no run queue.
 
-/// Whether more threads are runnable now than this process has cores, this one included
+/// Whether more threads are runnable now than the machine has cores, this one included
 /// (so: the others alone fill every core). Reads the kernel's instantaneous count of
-/// runnable threads, `/proc/loadavg`'s fourth field (about 2 µs); false where there is no
-/// such file (not Linux).
+/// runnable threads, `/proc/loadavg`'s fourth field; false where there is no such file (not
+/// Linux).
+///
+/// The count is the whole machine's: `/proc/loadavg` is not namespaced, so in a container
+/// it counts the host's threads. It is compared with the host's online cores for that
+/// reason, not with this process's CPU affinity or cgroup quota: a container limited to
+/// two cores of a large host would otherwise look busy whenever the host has a few threads
+/// running, and its merges would all but stop. There, a merge worker only yields.
 pub fn busy() -> bool {
     thread_local! {
         /// `/proc/loadavg`, kept open and read again from offset 0 each time.
         static LOADAVG: Option<std::fs::File> = std::fs::File::open("/proc/loadavg").ok();
-        /// The cores this process may run on.
-        static CORES: usize = std::thread::available_parallelism().map_or(1, |n| n.get());
+        /// The machine's online cores.
+        static CORES: usize = online_cores();
     }
     let running = LOADAVG.with(|file| {
         use std::os::unix::fs::FileExt;
@@ -25,6 +31,13 @@ pub fn busy() -> bool {
         runnable(std::str::from_utf8(&buf[..n]).ok()?)
     });
     running.is_some_and(|r| r > CORES.with(|c| *c))
+}
+
+/// The machine's online cores (at least 1).
+fn online_cores() -> usize {
+    // SAFETY: sysconf only reads a system value; -1 (unknown) is handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n >= 1 { n as usize } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
 /// The runnable threads of a `/proc/loadavg` line: "0.52 0.58 0.59 3/412 12345" has 3
@@ -44,6 +57,12 @@ mod tests {
         assert_eq!(runnable("0.52 0.58 0.59"), None);
         assert_eq!(runnable("0.52 0.58 0.59 x/412 1"), None);
         assert_eq!(runnable(""), None);
+    }
+
+    #[test]
+    fn there_is_a_core() {
+        assert!(online_cores() >= 1);
+        assert!(online_cores() >= std::thread::available_parallelism().map_or(1, |n| n.get()));
     }
 
     #[test]

@@ -71,20 +71,29 @@ pub struct GraphParams {
     pub alpha: f32,
     /// The metric whose [`Metric::rank_distance`] the graph is built for.
     pub metric: Metric,
+    /// The slack degree ([`GraphParams::slack_degree`]) when it is not `floor(1.3 * R)`: an
+    /// index stores the one its page layout chose.
+    pub slack: Option<usize>,
 }
 
 impl Default for GraphParams {
     fn default() -> Self {
-        GraphParams { max_neighbors: 32, build_list_size: 64, alpha: 1.2, metric: Metric::L2 }
+        GraphParams { max_neighbors: 32, build_list_size: 64, alpha: 1.2, metric: Metric::L2, slack: None }
     }
 }
 
 impl GraphParams {
     /// The degree a neighbour list may reach through back-edges before it is pruned back to
-    /// `R`: `floor(1.3 * R)` (41 for R = 32). Pages that hold neighbour lists must have room
-    /// for this many. Rounded down: at R = 32 one slot fewer lets two node records with their
-    /// vectors share a page at 128 and 384 dimensions (`Layout::inline_vectors`).
+    /// `R`: [`GraphParams::slack`] if set, else [`GraphParams::default_slack_degree`]; never
+    /// below `R`. Pages that hold neighbour lists must have room for this many.
     pub fn slack_degree(&self) -> usize {
+        self.slack.unwrap_or_else(|| self.default_slack_degree()).max(self.max_neighbors)
+    }
+
+    /// `floor(1.3 * R)` (41 for R = 32). Rounded down: at R = 32 one slot fewer lets two
+    /// node records with their vectors share a page at 128 and 384 dimensions
+    /// (`Layout::inline_vectors`).
+    pub fn default_slack_degree(&self) -> usize {
         (self.max_neighbors * 13 / 10).max(self.max_neighbors)
     }
 

@@ -43,7 +43,7 @@ pub(crate) fn clustered_latent(
 
 /// The graph parameters of the tests: R = 24, L = 64, alpha = 1.2.
 pub(crate) fn params(metric: Metric) -> GraphParams {
-    GraphParams { max_neighbors: 24, build_list_size: 64, alpha: 1.2, metric }
+    GraphParams { max_neighbors: 24, build_list_size: 64, alpha: 1.2, metric, slack: None }
 }
 
 /// A build with no progress reporting that is never stopped.
