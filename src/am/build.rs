@@ -520,6 +520,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let dims = typmod_dims(index).unwrap_or(0);
     if dims > 0 {
         params.slack = Some(Layout::slack_for(dims, &params));
+        Layout::check(dims, &params);
     }
     let meta = new_meta(&params, metric, dims, NO_NODE);
     let mut image = vec![0u64; PAGE_SIZE / 8];

@@ -155,10 +155,15 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
     if meta.dims == 0 {
         // The first vector of an index built empty on a column without typmod fixes the
         // dimensions.
-        Layout::check(v.len(), &meta.params());
+        // Nothing is stored yet: the slack degree is chosen now, as a build with known
+        // dimensions chooses it.
+        let mut params = meta.params();
+        params.slack = Some(Layout::slack_for(v.len(), &params));
+        Layout::check(v.len(), &params);
         update_meta(index, |m| {
             if m.dims == 0 {
-                let layout = Layout::new(v.len(), m.slack_degree as usize).expect("checked");
+                let layout = Layout::new(v.len(), params.slack_degree()).expect("checked");
+                m.slack_degree = params.slack_degree() as u32;
                 m.dims = v.len() as u32;
                 m.node_size = layout.node_size as u32;
                 m.nodes_per_page = layout.nodes_per_page as u32;

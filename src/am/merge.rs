@@ -90,6 +90,12 @@ fn yield_point() {
 /// hand the core to each other); 150 µs kept most of the first and little of the second.
 const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(150);
 
+/// Gives up the core: `sched_yield`, and while [`sleep_while_cores_busy`] is on and the
+/// cores were busy in most recent looks, sleeps, at most [`MAX_BUSY_WAIT`]. The caller holds
+/// no buffer lock; it does hold its merge slot, so a VACUUM, `omen_flush` or an insert past
+/// twice `omen.insert_buffer_cap` that waits for every slot waits for the sleeps of the
+/// batch under way too (a batch takes up to about fourteen times longer while the cores are
+/// busy).
 fn give_up_core() {
     // SAFETY: sched_yield has no arguments and no effect on this process's state; it
     // cannot fail on Linux.

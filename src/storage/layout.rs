@@ -186,8 +186,9 @@ pub struct Layout {
     pub chunks: usize,
     /// Whether each node's vector record follows its node record in the same item of the
     /// node page (so expanding a node reads one page), rather than on a vector page. Chosen
-    /// where it takes no more room per node than separate pages: with R = 32 at 64, 128,
-    /// 384, 768 and 784 dimensions (at 384, two items of 4,068 bytes a page against node
+    /// where it takes no more room per node than separate pages: with R = 32 at 128,
+    /// 384, 768 and 784 dimensions (at 64 with a slack degree of 41; a new index there takes
+    /// 38, [`Layout::slack_for`], and keeps its vectors on vector pages) (at 384, two items of 4,068 bytes a page against node
     /// records of 2,476 bytes three a page and vector records of 1,592 five a page), not at
     /// 200–512 other than 384, nor past about 800.
     pub inline_vectors: bool,
@@ -255,8 +256,7 @@ impl Layout {
     /// records on a page instead of three (with their vectors on vector pages), 13% fewer
     /// pages. Most dimensions keep 41.
     pub fn slack_for(dims: usize, params: &GraphParams) -> usize {
-        let hi = params.default_slack_degree();
-        let lo = (params.max_neighbors * 115).div_ceil(100).clamp(params.max_neighbors, hi);
+        let (lo, hi) = Layout::slack_range(params);
         let pages = |s: usize| Layout::new(dims.max(1), s).map(|l| l.pages_per_node());
         let mut best = (hi, pages(hi));
         for s in (lo..hi).rev() {
@@ -267,6 +267,13 @@ impl Layout {
             }
         }
         best.0
+    }
+
+    /// The slack degrees [`Layout::slack_for`] chooses from: `ceil(1.15 R)` to
+    /// `floor(1.3 R)`. The smallest bounds the dimensions an index of `R` can hold.
+    pub fn slack_range(params: &GraphParams) -> (usize, usize) {
+        let hi = params.default_slack_degree();
+        ((params.max_neighbors * 115).div_ceil(100).clamp(params.max_neighbors, hi), hi)
     }
 
     /// Pages a node takes: its share of a node page, and of a vector page or its chunks'
@@ -297,7 +304,7 @@ impl Layout {
             pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!(
                 "omen indexes support at most {} dimensions with max_neighbors = {}, not {dims}",
-                Layout::max_dims(params.slack_degree()),
+                Layout::max_dims(Layout::slack_range(params).0),
                 params.max_neighbors
             )
         );

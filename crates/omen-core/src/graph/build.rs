@@ -29,7 +29,7 @@ use crate::quant::Quantizer;
 
 /// During the build a list may grow to `BUILD_SLACK · R` by back-edges before it is pruned
 /// back to `R` (the final sweep prunes every longer list). With the index's own slack
-/// (1.3·R), 40–50% of a build's exact distances went to back-edge prunes on sentence
+/// (then 1.3·R), 40–50% of a build's exact distances went to back-edge prunes on sentence
 /// embeddings (debian-minilm-384; 46 of 93 million); at 2·R the build computes 22% fewer
 /// distances, with the same recall at every list size
 /// (`cargo run --release -p omen-core --example build_eval`).

@@ -71,8 +71,9 @@ pub struct GraphParams {
     pub alpha: f32,
     /// The metric whose [`Metric::rank_distance`] the graph is built for.
     pub metric: Metric,
-    /// The slack degree ([`GraphParams::slack_degree`]) when it is not `floor(1.3 * R)`: an
-    /// index stores the one its page layout chose.
+    /// The slack degree ([`GraphParams::slack_degree`]); None: the default,
+    /// [`GraphParams::default_slack_degree`]. An index stores the one its page layout chose
+    /// (its metapage's params always set it). `GraphParams { max_neighbors, ..p }` keeps `p`'s.
     pub slack: Option<usize>,
 }
 
