@@ -116,16 +116,7 @@ mod tests {
         Spi::run(&format!("INSERT INTO s64 SELECT i, {row} FROM generate_series(1, 2000) i")).unwrap();
         Spi::run("CREATE INDEX s64_v_idx ON s64 USING omen (v vector_l2_ops) WITH (buffer = off)").unwrap();
         Spi::run(&format!("INSERT INTO s64 SELECT i, {row} FROM generate_series(2001, 2600) i")).unwrap();
-        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 's64_v_idx'::regclass::oid").unwrap().unwrap();
-        // SAFETY: the index exists; opened and closed with a lock that keeps it while its
-        // metapage is read.
-        let slack = unsafe {
-            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            let slack = crate::storage::page_store::read_meta(index).slack_degree;
-            pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            slack
-        };
-        assert_eq!(slack, 38);
+        assert_eq!(meta_slack_degree("s64_v_idx"), 38);
         let problems = Spi::get_one::<String>("SELECT array_to_string(problems, '; ') FROM omen_check('s64_v_idx')")
             .unwrap()
             .unwrap_or_default();
@@ -136,18 +127,23 @@ mod tests {
         Spi::run("CREATE TABLE u64 (id int, v vector)").unwrap();
         Spi::run("CREATE INDEX u64_v_idx ON u64 USING omen (v vector_l2_ops)").unwrap();
         Spi::run(&format!("INSERT INTO u64 SELECT i, {row} FROM generate_series(1, 300) i")).unwrap();
-        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'u64_v_idx'::regclass::oid").unwrap().unwrap();
-        // SAFETY: as above.
-        let slack = unsafe {
+        assert_eq!(meta_slack_degree("u64_v_idx"), 38);
+        Spi::run("SELECT omen_flush('u64_v_idx')").unwrap();
+        let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('u64_v_idx')").unwrap().unwrap();
+        assert!(ok);
+    }
+
+    /// The slack degree the metapage of index `name` records.
+    fn meta_slack_degree(name: &str) -> u32 {
+        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid")).unwrap().unwrap();
+        // SAFETY: the index exists; opened and closed with a lock that keeps it while its
+        // metapage is read.
+        unsafe {
             let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let slack = crate::storage::page_store::read_meta(index).slack_degree;
             pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             slack
-        };
-        assert_eq!(slack, 38);
-        Spi::run("SELECT omen_flush('u64_v_idx')").unwrap();
-        let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('u64_v_idx')").unwrap().unwrap();
-        assert!(ok);
+        }
     }
 
     /// An index of an older layout (here: its metapage set back to layout 2, as omendb
