@@ -186,11 +186,11 @@ pub struct Layout {
     pub chunks: usize,
     /// Whether each node's vector record follows its node record in the same item of the
     /// node page (so expanding a node reads one page), rather than on a vector page. Chosen
-    /// where it takes no more room per node than separate pages: with R = 32 at 128,
-    /// 384, 768 and 784 dimensions (at 64 with a slack degree of 41; a new index there takes
-    /// 38, [`Layout::slack_for`], and keeps its vectors on vector pages) (at 384, two items of 4,068 bytes a page against node
-    /// records of 2,476 bytes three a page and vector records of 1,592 five a page), not at
-    /// 200–512 other than 384, nor past about 800.
+    /// where it takes no more room per node than separate pages: with R = 32 at 128, 384,
+    /// 768 and 784 dimensions (at 384, two items of 4,068 bytes a page against node records
+    /// of 2,476 bytes three a page and vector records of 1,592 five a page), not at 200–512
+    /// other than 384, nor past about 800. At 64 only with a slack degree of 41: a new index
+    /// there takes 38 ([`Layout::slack_for`]) and keeps its vectors on vector pages.
     pub inline_vectors: bool,
     /// Bytes of one item of a node page: `node_size`, plus `vector_size` when inline.
     pub record_size: usize,
