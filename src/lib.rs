@@ -135,15 +135,57 @@ mod tests {
 
     /// The slack degree the metapage of index `name` records.
     fn meta_slack_degree(name: &str) -> u32 {
+        with_index(name, |index| crate::storage::page_store::read_meta(index).slack_degree)
+    }
+
+    /// Calls `f` with index `name`, opened with a lock that keeps it and lets merges run.
+    fn with_index<R>(name: &str, f: impl FnOnce(pg_sys::Relation) -> R) -> R {
         let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid")).unwrap().unwrap();
-        // SAFETY: the index exists; opened and closed with a lock that keeps it while its
-        // metapage is read.
-        unsafe {
-            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            let slack = crate::storage::page_store::read_meta(index).slack_degree;
-            pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            slack
-        }
+        let mode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        // SAFETY: the index exists; it is closed with the mode it was opened with, after `f`.
+        let index = unsafe { pg_sys::index_open(oid, mode) };
+        let r = f(index);
+        // SAFETY: as above.
+        unsafe { pg_sys::index_close(index, mode) };
+        r
+    }
+
+    /// The back-pressure of `omen.insert_buffer_cap` counts the merge segment's pages that
+    /// no merge has gone through: a merged batch counts its pages in the metapage, and the
+    /// release of the segment clears the count.
+    #[pg_test]
+    fn merged_pages_leave_the_buffer_in_use() {
+        use crate::am::merge::{Part, merge_some};
+        use crate::storage::layout::NO_BLOCK;
+        use crate::storage::merge_lock::{lock_merge, unlock_merge};
+        use crate::storage::page_store::read_meta;
+        Spi::run("CREATE TABLE bp (id int, v vector(64))").unwrap();
+        // Built empty, with no merge started by the inserts (the threshold is not reached).
+        Spi::run("CREATE INDEX bp_v_idx ON bp USING omen (v vector_l2_ops) WITH (buffer_threshold = 100000)").unwrap();
+        let row = "ARRAY(SELECT sin(i * 0.37 + d * 1.7 + (i % 13) * d) FROM generate_series(1, 64) d)::real[]::vector";
+        Spi::run(&format!("INSERT INTO bp SELECT i, {row} FROM generate_series(1, 1000) i")).unwrap();
+        with_index("bp_v_idx", |index| {
+            lock_merge(index);
+            let before = read_meta(index);
+            assert!(before.buffer_pages > 4, "{} buffer pages", before.buffer_pages);
+            assert_eq!(before.pages_in_use(), before.buffer_pages);
+            // One batch: the append segment is sealed and its first pages merged.
+            let mut cursor = None;
+            let merged = merge_some(index, &mut cursor, 1, 1, Part::WHOLE);
+            let meta = read_meta(index);
+            assert!(merged > 0 && meta.merge_tail != NO_BLOCK);
+            assert_eq!(meta.merge_pages, before.buffer_pages);
+            assert!(meta.merge_pages_done > 0 && meta.merge_pages_done < meta.merge_pages, "{meta:?}");
+            assert_eq!(meta.pages_in_use(), meta.buffer_pages + meta.merge_pages - meta.merge_pages_done);
+            // The rest: the segment is released, and with it the count.
+            merge_some(index, &mut cursor, usize::MAX, 0, Part::WHOLE);
+            let after = read_meta(index);
+            assert_eq!((after.merge_tail, after.merge_pages, after.merge_pages_done), (NO_BLOCK, 0, 0));
+            assert_eq!(after.merged_entries, 1000);
+            unlock_merge(index);
+        });
+        let ok = Spi::get_one::<bool>("SELECT ok FROM omen_check('bp_v_idx')").unwrap().unwrap();
+        assert!(ok);
     }
 
     /// An index of an older layout (here: its metapage set back to layout 2, as omendb

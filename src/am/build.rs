@@ -175,7 +175,7 @@ fn new_meta(params: &GraphParams, metric: Metric, dims: usize, entry: NodeId) ->
         vector_size: layout.vector_size as u32,
         vectors_per_page: layout.vectors_per_page as u32,
         unit_vectors: stores_unit_vectors(metric) as u32,
-        reserved: 0,
+        merge_pages_done: 0,
     }
 }
 
@@ -297,9 +297,9 @@ fn rotate_all(vectors: &[f32], dims: usize, quantizer: &Quantizer, pool: &rayon:
 /// data is released.
 fn write_graph(state: &mut BuildState, log: bool) {
     let dims = state.dims.unwrap_or_else(|| typmod_dims(state.index).unwrap_or(0));
-    if dims > 0 {
-        state.params.slack = Some(Layout::slack_for(dims, &state.params));
-        Layout::check(dims, &state.params);
+    // `ambuild` chose the slack degree already when the column has dimensions.
+    if dims > 0 && state.params.slack.is_none() {
+        Layout::for_new_index(dims, &mut state.params);
     }
     let n = state.tids.len();
     report(PROGRESS_CREATEIDX_SUBPHASE, PHASE_GRAPH);
@@ -458,8 +458,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let mut params = graph_params(index, metric);
     let dims = typmod_dims(index);
     if let Some(d) = dims {
-        params.slack = Some(Layout::slack_for(d, &params));
-        Layout::check(d, &params);
+        Layout::for_new_index(d, &mut params);
     }
     // SAFETY: reading an integer GUC (kB) of this backend.
     let budget_bytes = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
@@ -519,8 +518,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let mut params = graph_params(index, metric);
     let dims = typmod_dims(index).unwrap_or(0);
     if dims > 0 {
-        params.slack = Some(Layout::slack_for(dims, &params));
-        Layout::check(dims, &params);
+        Layout::for_new_index(dims, &mut params);
     }
     let meta = new_meta(&params, metric, dims, NO_NODE);
     let mut image = vec![0u64; PAGE_SIZE / 8];

@@ -158,11 +158,9 @@ fn checked_meta(index: pg_sys::Relation, v: &[f32]) -> Option<Meta> {
         // Nothing is stored yet: the slack degree is chosen now, as a build with known
         // dimensions chooses it.
         let mut params = meta.params();
-        params.slack = Some(Layout::slack_for(v.len(), &params));
-        Layout::check(v.len(), &params);
+        let layout = Layout::for_new_index(v.len(), &mut params);
         update_meta(index, |m| {
             if m.dims == 0 {
-                let layout = Layout::new(v.len(), params.slack_degree()).expect("checked");
                 m.slack_degree = params.slack_degree() as u32;
                 m.dims = v.len() as u32;
                 m.node_size = layout.node_size as u32;

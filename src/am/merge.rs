@@ -49,6 +49,9 @@ std::thread_local! {
     /// Whether a yielding merge also sleeps while the cores are busy (see
     /// [`sleep_while_cores_busy`]).
     static SLEEP_WHILE_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This process's recent looks at the cores (see [`give_up_core`]).
+    static BUSY_LOOKS: std::cell::Cell<omen_core::cores::BusyAverage> =
+        const { std::cell::Cell::new(omen_core::cores::BusyAverage::new()) };
 }
 
 /// Makes this process's yielding merges also sleep at each yield point while other
@@ -59,6 +62,10 @@ std::thread_local! {
 /// buffer left at the end of a load is merged at full speed (a busy count then mostly
 /// means the other worker and PostgreSQL's own background processes).
 pub fn sleep_while_cores_busy(on: bool) {
+    if on && !SLEEP_WHILE_BUSY.get() {
+        // Looks from an earlier stretch of inserts say nothing about this one.
+        BUSY_LOOKS.set(omen_core::cores::BusyAverage::new());
+    }
     SLEEP_WHILE_BUSY.set(on);
 }
 
@@ -110,26 +117,18 @@ fn give_up_core() {
     }
 }
 
-std::thread_local! {
-    /// The share of this process's recent looks at the cores that found them busy (an
-    /// exponential average, [`busy_most_of_the_time`]).
-    static BUSY_SHARE: std::cell::Cell<f32> = const { std::cell::Cell::new(0.0) };
-}
-
 /// Looks at the cores (`omen_core::cores::busy`) and returns whether they were busy in
-/// most recent looks: the average weighs the last eight or so, and "most" is three in four.
-/// One look is not enough: with one client inserting into an index on two cores, the client
-/// and its backend hand the work to each other and are both runnable for a moment at each
-/// INSERT, and a worker that slept at every such moment merged a third fewer entries, so
-/// that the inserting backend merged more past `omen.insert_buffer_cap` (a `/tmp` A/B of
-/// 300,000 single-row INSERTs into 10,000 fmnist-pca64 rows: 4,787 rows/s against 7,125
-/// without the sleep). Sampled there, the cores looked busy in about 37% of looks; with a
-/// second client querying, in nearly all.
+/// most recent looks (`omen_core::cores::BusyAverage`). One look is not enough: a worker
+/// that slept whenever one look found the cores busy merged a third fewer entries beside a
+/// lone inserting client, so that the inserting backend merged more past
+/// `omen.insert_buffer_cap` (a `/tmp` A/B of 300,000 single-row INSERTs into 10,000
+/// fmnist-pca64 rows: 4,787 rows/s against 7,125 without the sleep). Sampled there, the
+/// cores looked busy in about 37% of looks; with a second client querying, in nearly all.
 fn busy_most_of_the_time() -> bool {
-    let busy = if omen_core::cores::busy() { 1.0 } else { 0.0 };
-    let share = BUSY_SHARE.get() * 0.875 + busy * 0.125;
-    BUSY_SHARE.set(share);
-    share > 0.75
+    let mut looks = BUSY_LOOKS.get();
+    let busy = looks.look(omen_core::cores::busy());
+    BUSY_LOOKS.set(looks);
+    busy
 }
 
 /// How long a yielding merge sleeps at most at one yield point while every core is busy
@@ -227,6 +226,7 @@ pub fn merge_some(
                     changed
                 });
             }
+            insert_buffer::count_merged_pages(index, c.segment, (c.next - first) as u32);
             done += batch.len();
             pgrx::check_for_interrupts!();
         }

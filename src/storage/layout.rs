@@ -121,10 +121,20 @@ pub struct Meta {
     /// length, ranked by `1 - a·b` ([`Ranking`]); 0: stored as given (indexes built before
     /// this field, whose metapage holds zero here), ranked by the cosine kernel.
     pub unit_vectors: u32,
-    pub reserved: u32,
+    /// Pages of the merge segment that merges have gone through since it was sealed (the
+    /// back-pressure of `omen.insert_buffer_cap` counts the rest: [`Meta::pages_in_use`]).
+    /// An estimate: a page walked twice (by a merge after a crash, or after the number of
+    /// merge parts changed) counts twice. Zero in indexes built before this field.
+    pub merge_pages_done: u32,
 }
 
 impl Meta {
+    /// Buffer pages whose entries are not all merged yet, as far as the metapage knows: the
+    /// append segment's, and the merge segment's that no merge has gone through.
+    pub fn pages_in_use(&self) -> u32 {
+        self.buffer_pages + self.merge_pages.saturating_sub(self.merge_pages_done)
+    }
+
     /// The metric stored at build time.
     pub fn metric(&self) -> Metric {
         Metric::from_code(self.metric as u8).unwrap_or(Metric::L2)
@@ -308,6 +318,14 @@ impl Layout {
                 params.max_neighbors
             )
         );
+    }
+
+    /// The layout of a new index of `dims` dimensions: chooses its slack degree
+    /// ([`Layout::slack_for`], kept in `params.slack` for the metapage), then checks that a
+    /// node record fits ([`Layout::check`], an ERROR otherwise).
+    pub fn for_new_index(dims: usize, params: &mut GraphParams) -> Layout {
+        params.slack = Some(Layout::slack_for(dims, params));
+        Layout::check(dims, params)
     }
 
     /// Largest number of dimensions an index of `slack_degree` stored neighbours can hold.

@@ -33,6 +33,34 @@ pub fn busy() -> bool {
     running.is_some_and(|r| r > CORES.with(|c| *c))
 }
 
+/// The share of recent looks at the cores ([`busy`]) that found them busy: an exponential
+/// average that weighs about the last eight looks. A merge worker sleeps only while the
+/// cores were busy in most looks ([`BusyAverage::look`]), not on one: with one client
+/// inserting on two cores, the client and its backend hand the work to each other and are
+/// both runnable for a moment at each INSERT, so one look in three found the cores busy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BusyAverage {
+    share: f32,
+}
+
+impl BusyAverage {
+    /// Weight of the newest look.
+    const WEIGHT: f32 = 0.125;
+    /// Share of busy looks past which the cores count as busy most of the time.
+    const MOST: f32 = 0.75;
+
+    pub const fn new() -> BusyAverage {
+        BusyAverage { share: 0.0 }
+    }
+
+    /// Records one look (`busy`: whether it found the cores busy); returns whether the
+    /// cores were busy in most recent looks.
+    pub fn look(&mut self, busy: bool) -> bool {
+        self.share = self.share * (1.0 - Self::WEIGHT) + if busy { Self::WEIGHT } else { 0.0 };
+        self.share > Self::MOST
+    }
+}
+
 /// The machine's online cores (at least 1).
 fn online_cores() -> usize {
     // SAFETY: sysconf only reads a system value; -1 (unknown) is handled below.
@@ -57,6 +85,25 @@ mod tests {
         assert_eq!(runnable("0.52 0.58 0.59"), None);
         assert_eq!(runnable("0.52 0.58 0.59 x/412 1"), None);
         assert_eq!(runnable(""), None);
+    }
+
+    #[test]
+    fn busy_most_of_the_time_takes_several_looks() {
+        let mut avg = BusyAverage::new();
+        // The first busy looks are not enough; about eleven in a row are.
+        let first = (1..=64).find(|_| avg.look(true)).unwrap();
+        assert!((8..=16).contains(&first), "{first}");
+        // After a long busy stretch, two idle looks do not undo it; three do.
+        for _ in 0..64 {
+            avg.look(true);
+        }
+        assert!(avg.look(false) && avg.look(false));
+        assert!(!avg.look(false));
+        // One look in three busy (a lone inserting client) never counts as busy.
+        let mut avg = BusyAverage::new();
+        assert!((0..300).all(|i| !avg.look(i % 3 == 0)));
+        // Nine looks in ten do.
+        assert!((0..300).any(|i| avg.look(i % 10 != 0)));
     }
 
     #[test]
