@@ -14,7 +14,10 @@
 //! [`seal`] turns the append segment into the merge segment (and marks its last page
 //! sealed, in the same WAL record, so an insert that read the metapage just before sees it
 //! must go elsewhere). When every entry of the merge segment is merged, [`release_merged`]
-//! puts its pages on the free list that new segments take pages from.
+//! puts its pages on the free list that new segments take pages from. Meanwhile each
+//! merged batch adds the pages it went through to the metapage's `merge_pages_done`
+//! ([`count_merged_pages`]), so that back-pressure (`omen.insert_buffer_cap`) counts only
+//! what is left to merge.
 //!
 //! # Entries
 //!

@@ -724,6 +724,9 @@ impl PageStore {
         neighbors: &[NodeId],
         mut link: Option<Link>,
     ) -> Option<NodeId> {
+        // The graph's lists are pruned to the metapage's slack degree, which the layout is
+        // made for: a longer list would be a disagreement between the two, cut here.
+        debug_assert!(neighbors.len() <= self.layout.slack_degree, "{} neighbours", neighbors.len());
         let n = neighbors.len().min(self.layout.slack_degree);
         let codes = self.edge_codes(vector, &neighbors[..n]);
         let mut vrec = vec![0u8; self.layout.vector_size];
@@ -988,6 +991,7 @@ impl GraphStore for PageStore {
 
     fn set_neighbors(&mut self, id: NodeId, neighbors: &[NodeId]) {
         self.maybe_yield();
+        debug_assert!(neighbors.len() <= self.layout.slack_degree, "{} neighbours", neighbors.len()); // as in append_linked
         let n = neighbors.len().min(self.layout.slack_degree);
         let neighbors = &neighbors[..n];
         // Codes first (other pages may be read for them), then the node's page alone.
@@ -1029,6 +1033,7 @@ impl GraphStore for PageStore {
 
     fn add_edge(&mut self, id: NodeId, to: NodeId, room: usize, out: &mut Vec<NodeId>) -> bool {
         self.maybe_yield();
+        debug_assert!(room <= self.layout.slack_degree, "room for {room}"); // as in append_linked
         let room = room.min(self.layout.slack_degree);
         // The edge's code first (it may read other pages), then `id`'s page alone: one
         // exclusive access instead of a read, a second read and a write.
